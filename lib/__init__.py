@@ -1,0 +1,17 @@
+"""luce: learning, scoring and sampling rankings and k-subsets of items in JAX.
+
+The public API is re-exported here; the code lives in the modules beside this
+file (`luce.pl`, `luce.pl_set`, `luce.sampling`, `luce.fit`, ...).
+"""
+
+from luce.errors import (
+    ConfigError,
+    ConvergenceError,
+    DataError,
+    InfeasibleError,
+    InputError,
+    LuceError,
+    ShapeError,
+)
+
+__version__ = "0.1.0"
