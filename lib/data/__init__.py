@@ -1,0 +1,20 @@
+"""luce.data: event tables, readers of real formats, validation, features, EDA.
+
+    table = luce.data.read("draws:draws/powerball.csv")    # a validated EventTable
+    table.items_array()                                    # int32[m, k] item ids
+    feats = luce.data.build_features(table, luce.data.FeatureConfig())
+    parts = luce.data.split_by_time(table, (0.8, 0.1, 0.1))
+"""
+
+from luce.data._read import check, read
+from luce.data._source import SCHEMES, parse_source, shared_data_dir
+from luce.data._table import (
+    KINDS,
+    SCHEMA_VERSION,
+    Catalog,
+    EventTable,
+    content_hash,
+    read_parquet,
+    write,
+)
+from luce.data._validate import Problem, Provenance, find_problems, validate

@@ -1,0 +1,72 @@
+"""`luce.data.read(source)`: the one entry from a source string to a valid table."""
+
+from __future__ import annotations
+
+from luce.data import _readers
+from luce.data._source import choice, flag, parse_source, resolve_path
+from luce.data._table import EventTable, read_parquet
+from luce.data._validate import ON_INVALID, Problem, Provenance, find_problems, raise_problems
+
+
+def _load(source: str) -> tuple[_readers.Loaded, str]:
+  src = parse_source(source)
+  on_invalid = choice(src.options.pop("on_invalid", "raise"), "on_invalid", ON_INVALID)
+  opts = src.options
+  if src.scheme == "prices" and src.path.strip().lower() == "sp500":
+    loaded = _readers.read_prices(None, opts)
+  else:
+    path = resolve_path(src.path, source)
+    if src.scheme == "draws":
+      loaded = _readers.read_rows(path, opts, default_kind="set")
+    elif src.scheme == "rankings":
+      loaded = _readers.read_rows(path, opts, default_kind="ranking")
+    elif src.scheme == "long":
+      loaded = _readers.read_long(path, opts)
+    elif src.scheme == "ergast":
+      loaded = _readers.read_ergast(path, opts)
+    elif src.scheme == "preflib":
+      loaded = _readers.read_preflib(path, opts)
+    elif src.scheme == "prices":
+      loaded = _readers.read_prices(path, opts)
+    else:  # events
+      table = read_parquet(path, verify_hash=flag(opts.get("verify_hash", "true"), "verify_hash"))
+      k = int(table.metadata["k"]) if "k" in table.metadata else None
+      loaded = _readers.Loaded(table, Provenance(file=path.name), k, [])
+  meta = dict(loaded.table.metadata)
+  meta["source"] = source
+  loaded.table = EventTable(loaded.table.events, loaded.table.catalog, meta)
+  return loaded, on_invalid
+
+
+def check(source: str) -> list[Problem]:
+  """Every problem of `source` (empty when it is valid); raises only when the
+  source cannot be parsed at all (unknown scheme, unreadable file)."""
+  loaded, _ = _load(source)
+  return loaded.problems + find_problems(loaded.table, loaded.provenance, k=loaded.k)
+
+
+def read(source: str, *, on_invalid: str | None = None) -> EventTable:
+  """Read and validate an event table from a source string.
+
+  Args:
+    source: `scheme:PATH?key=value&...`, one of
+      `draws:PATH` (one draw per row), `rankings:PATH` (one ranking per row),
+      `long:PATH` (one (event, item, rank) per row), `ergast:DIR`,
+      `preflib:PATH`, `prices:sp500` or `prices:PATH`, `events:PATH.parquet`.
+      A relative PATH not found here is looked up in $LUCE_SHARED_DATA.
+    on_invalid: "raise" (default) raises `luce.DataError` at the first problem;
+      "report" raises one listing every problem. Overrides `?on_invalid=`.
+
+  Returns:
+    A validated EventTable (`metadata["source"]` is `source`).
+
+  >>> t = read("draws:draws/powerball.csv")            # doctest: +SKIP
+  >>> t.n_items, t.k, t.kind                           # doctest: +SKIP
+  (69, 5, 'set')
+  """
+  loaded, source_on_invalid = _load(source)
+  on_invalid = choice(on_invalid or source_on_invalid, "on_invalid", ON_INVALID)
+  limit = 1 if on_invalid == "raise" and not loaded.problems else None
+  problems = loaded.problems + find_problems(loaded.table, loaded.provenance, k=loaded.k, limit=limit)
+  raise_problems(problems, on_invalid)
+  return loaded.table

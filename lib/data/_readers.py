@@ -1,0 +1,748 @@
+"""Readers from common real formats to event tables (not yet validated).
+
+Each reader takes a resolved path and the source's options and returns a
+`Loaded`: the table, where its rows came from, the game's k and the problems
+found while parsing. `luce.data.read` validates it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import pathlib
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from luce.data import _csvtext as ct
+from luce.data._source import choice, flag, integer
+from luce.data._table import CONTEXT_PREFIX, Catalog, EventTable
+from luce.data._validate import Problem, Provenance
+from luce.errors import ConfigError, DataError
+
+BAD_ID = -(2**31)  # an id that failed to parse; reported once, as a parse problem
+
+
+@dataclasses.dataclass
+class Loaded:
+  table: EventTable
+  provenance: Provenance
+  k: int | None
+  problems: list[Problem]
+
+
+def _time_array(times: np.ndarray) -> pa.Array:
+  if np.issubdtype(times.dtype, np.datetime64):
+    return pa.array(times.astype("datetime64[s]"), pa.timestamp("s"))
+  return pa.array(times.astype(np.int64), pa.int64())
+
+
+def _ranked_lists(values: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
+  return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values.astype(np.int32)))
+
+
+def _time_order(times: np.ndarray) -> tuple[np.ndarray, str | None]:
+  """Row order in time: files newest-first are reversed (said in the metadata)."""
+  m = len(times)
+  if m > 1 and np.all(times[1:] < times[:-1]):
+    return np.arange(m)[::-1], "reversed: the file lists the newest event first"
+  return np.arange(m), None
+
+
+# ---- draws: one event per row ----------------------------------------------------
+
+_TIME_NAMES = ("date", "draw_date", "drawdate", "draw date", "datum", "time", "day")
+_INDEX_NAMES = ("race", "draw", "draw_number", "round", "event", "id", "index", "nr")
+
+
+def read_rows(path: pathlib.Path, opts: dict, *, default_kind: str) -> Loaded:
+  """One event per row: lottery draws (`draws:`) or wide rankings (`rankings:`).
+
+  The picks are one packed column (`6|28|31|52|53`, separator `sep` detected)
+  or several columns (`columns=Nr1-Nr20`; detected as a numbered run such as
+  pos1..pos43). The time is a date column (format detected) or an integer
+  column; other integer columns are bonus balls, other columns context; all are
+  kept as `ctx_<name>`. The game (k of n, lowest label `first`) is inferred from
+  the data when not given, then checked on every row.
+  """
+  name = path.name
+  frame, delimiter = ct.read_text_table(path, opts.get("delimiter"))
+  columns = list(frame.columns)
+  lines = ct.line_numbers(frame)
+  kind = choice(opts.get("kind", default_kind), "kind", ("set", "ranking"))
+  problems: list[Problem] = []
+
+  # Time column.
+  time_col = opts.get("time") or opts.get("date")
+  if time_col is not None and time_col not in columns:
+    raise DataError(f"{name}: time column {time_col!r} is not a column; the columns are "
+                    f"{', '.join(map(repr, columns))}.")
+  if time_col is None:
+    lowered = {c.lower(): c for c in columns}
+    time_col = next((lowered[t] for t in _TIME_NAMES + _INDEX_NAMES if t in lowered), None)
+  if time_col is None:
+    raise DataError(f"{name}: no date or time column found among {columns}; pass ?date=COLUMN "
+                    f"(dates) or ?time=COLUMN (integer steps).")
+
+  # Pick columns.
+  rest = [c for c in columns if c != time_col]
+  packed_re = re.compile(r"^\s*\d+(\s*[^\d\s]\s*\d+|\s+\d+)+\s*$")
+  if "columns" in opts:
+    pick_cols = ct.column_spec(opts["columns"], columns, name, "columns")
+  else:
+    # A packed column: most cells look like '6|28|31' (the others are reported below).
+    packed = [c for c in rest if frame[c].notna().any() and
+              frame[c].dropna().map(lambda v: bool(packed_re.match(v))).mean() >= 0.5]
+    if len(packed) > 1:
+      raise DataError(f"{name}: several columns hold lists of numbers ({packed}); pass "
+                      f"?columns=NAME for the picks.")
+    pick_cols = packed or ct.numbered_run(rest)
+    if not pick_cols:
+      raise DataError(f"{name}: cannot tell which columns hold the picks (no packed column like "
+                      f"'1|2|3' and no numbered run like n1..n5 among {rest}); pass ?columns=...")
+  if len(pick_cols) == 1:
+    col = pick_cols[0]
+    cells = frame[col]
+    sep = opts.get("sep")
+    if sep is None:
+      chars = set("".join(cells.dropna().str.replace(r"[\w\s]", "", regex=True)))
+      if len(chars) > 1:
+        raise DataError(f"{name}: column {col!r} mixes separators {sorted(chars)}; pass ?sep=...")
+      sep = chars.pop() if chars else None  # None: whitespace
+    split = [[] if v is None else [x for x in (re.split(r"\s+", v.strip()) if sep is None else
+                                                 [s.strip() for s in v.split(sep)])]
+             for v in cells]
+    lengths = np.array([len(s) for s in split], dtype=np.int64)
+    flat = np.array([x for s in split for x in s], dtype=object)
+    value_columns: str | list[str] = col
+    for i in np.flatnonzero(lengths == 0):
+      problems.append(Problem("null", name, int(lines[i]), col, None, "missing picks"))
+  else:
+    cells = frame[pick_cols].to_numpy(dtype=object)
+    present = cells != None  # noqa: E711 (elementwise)
+    # Trailing blanks shorten an event; a blank before a pick is a missing value.
+    lengths = np.where(present.any(axis=1), cells.shape[1] - np.argmax(present[:, ::-1], axis=1), 0)
+    keep = np.arange(cells.shape[1])[None, :] < lengths[:, None]
+    flat = cells[keep]
+    lengths = lengths.astype(np.int64)
+    value_columns = pick_cols
+    sep = None
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  event_of = np.repeat(np.arange(len(lengths)), lengths)
+  labels, ok = ct.parse_ints(flat)
+  for j in np.flatnonzero(~ok):
+    pos = j - offsets[event_of[j]]
+    col = value_columns if isinstance(value_columns, str) else value_columns[pos]
+    check = "null" if flat[j] is None else "parse"
+    problems.append(Problem(check, name, int(lines[event_of[j]]), col, flat[j],
+                            "missing pick" if flat[j] is None else "not an integer item label"))
+
+  # Items: a catalog file, or numbered labels first..first+n-1.
+  metadata = {}
+  if "catalog" in opts:
+    catalog = read_catalog_file(opts["catalog"], path)
+    ids = np.where(ok, catalog.ids(labels.astype(str)), BAD_ID).astype(np.int64)
+    ids = np.where(ok & (ids < 0), len(catalog), ids)  # unknown labels: reported by validation
+  else:
+    good = labels[ok]
+    first = integer(opts["first"], "first") if "first" in opts else \
+        (0 if good.size and good.min() == 0 else 1)
+    n_seen = int(good.max()) - first + 1 if good.size else 0
+    n = integer(opts["n"], "n") if "n" in opts else n_seen
+    metadata["n"] = f"{n}" + ("" if "n" in opts else " (inferred)")
+    catalog = Catalog.numbered(n, first)
+    ids = np.where(ok, labels - first, BAD_ID)
+    # Ids below 0 or above n-1 are labels outside the game: validation names them.
+    ids = np.where(ok & (ids < 0), n, ids)
+  if "k" in opts:
+    k = integer(opts["k"], "k")
+  elif kind == "set" and len(lengths):
+    k = int(np.bincount(lengths).argmax())
+    metadata["k_inferred"] = str(k)
+  else:
+    k = None
+
+  # Times and order.
+  times, time_problems = ct.parse_times(frame[time_col].to_numpy(dtype=object), name=name,
+                                        column=time_col, rows=lines,
+                                        date_format=opts.get("date_format"))
+  problems += time_problems
+  order, note = _time_order(times)
+  if note:
+    metadata["order"] = note
+
+  # The other columns are kept as context: bonus balls as integers, the rest as text.
+  used = {time_col, *pick_cols}
+  if "series" in opts:
+    used.add(ct.column_spec(opts["series"], columns, name, "series")[0])
+  bonus = ct.column_spec(opts["bonus"], columns, name, "bonus") if "bonus" in opts else None
+  context = ct.column_spec(opts["context"], columns, name, "context") if "context" in opts else None
+  ctx: dict[str, pa.Array] = {}
+  for c in columns:
+    if c in used:
+      continue
+    is_bonus = (c in bonus) if bonus is not None else (context is None and ct.is_int_column(frame[c]))
+    if is_bonus:
+      ints, ok_c = ct.parse_ints(frame[c].to_numpy(dtype=object))
+      for i in np.flatnonzero(~ok_c & frame[c].notna().to_numpy()):
+        problems.append(Problem("parse", name, int(lines[i]), c, frame[c].iloc[i],
+                                "bonus ball is not an integer"))
+      ctx[CONTEXT_PREFIX + ct.sanitize(c)] = pa.array(ints[order], mask=~ok_c[order])
+    elif context is None or c in context:
+      ctx[CONTEXT_PREFIX + ct.sanitize(c)] = pa.array(frame[c].to_numpy(dtype=object)[order], pa.string())
+    else:
+      problems.append(Problem("unknown_column", name, 1, c, c,
+                              f"column is neither the time ({time_col!r}), the picks, a bonus "
+                              f"column nor a context column; name it in ?context= or ?bonus="))
+
+  # Reorder events in time.
+  lengths_o = lengths[order]
+  offsets_o = np.concatenate([[0], np.cumsum(lengths_o)])
+  take = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in order]) if len(order) \
+      else np.zeros(0, np.int64)
+  ids_o = ids[take]
+  m = len(order)
+  cols = {
+      "event_id": pa.array(np.arange(m, dtype=np.int64)),
+      "time": _time_array(times[order]),
+  }
+  if "series" in opts:
+    cols["series"] = pa.array(frame[opts["series"]].to_numpy(dtype=object)[order], pa.string())
+  cols["items"] = _ranked_lists(ids_o, offsets_o)
+  cols["kind"] = pa.array([kind] * m, pa.string())
+  cols.update(ctx)
+  metadata.update({"reader": "draws" if default_kind == "set" else "rankings",
+                   "delimiter": delimiter, "picks": ",".join(pick_cols)})
+  if sep is not None:
+    metadata["sep"] = sep
+  if k is not None:
+    metadata["k"] = str(k)
+  table = EventTable(pa.table(cols), catalog, metadata)
+  prov = Provenance(file=name, event_rows=lines[order], value_rows=None,
+                    value_columns=value_columns, value_labels=flat[take],
+                    columns={"time": time_col})
+  return Loaded(table, prov, k, problems)
+
+
+def read_catalog_file(spec: str, beside: pathlib.Path) -> Catalog:
+  """A catalog from a CSV whose first column is the label and second the name."""
+  from luce.data._source import resolve_path
+  path = pathlib.Path(spec)
+  if not path.is_absolute() and (beside.parent / path).exists():
+    path = beside.parent / path
+  else:
+    path = resolve_path(spec, f"catalog={spec}")
+  frame, _ = ct.read_text_table(path)
+  if frame.shape[1] < 1:
+    raise DataError(f"{path.name}: a catalog needs a label column (and a name column).")
+  labels = frame.iloc[:, 0].to_numpy(dtype=object)
+  if any(v is None for v in labels):
+    i = next(i for i, v in enumerate(labels) if v is None)
+    raise DataError(f"{path.name}, row {i + 2}, column {frame.columns[0]!r}: missing label.")
+  names = frame.iloc[:, 1].to_numpy(dtype=object) if frame.shape[1] > 1 else labels
+  return Catalog.from_labels([str(x).strip() for x in labels],
+                             [str(x) if x is not None else str(l) for x, l in zip(names, labels)])
+
+
+# ---- long: one (event, item, rank) per row ---------------------------------------
+
+def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
+                   item_labels: np.ndarray, rank: np.ndarray, ranked: np.ndarray,
+                   lines: np.ndarray, item_column: str, rank_column: str, ties: str,
+                   duplicates: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                             np.ndarray, list[Problem], dict]:
+  """Group result rows into per-event rankings, vectorised.
+
+  Args:
+    event_order: int64[r] the event each row belongs to, 0..m-1 in time order.
+    item_ids: int64[r] catalog ids; rank: float64[r] (lower is better);
+    ranked: bool[r] rows that take part in the ranking (others are entrants
+      that were not ranked: available, not listed).
+    lines: int64[r] file lines; ties: error|order|truncate; duplicates: error|best.
+
+  Returns (items, offsets, available, available_offsets, value_rows, problems,
+  notes): items best-first per event; available = all entrants per event.
+  """
+  problems: list[Problem] = []
+  notes: dict[str, str] = {}
+  sort_rank = np.where(ranked, rank, np.inf)
+  order = np.lexsort((lines, sort_rank, event_order))
+  ev, it, rk, rd, ln = (event_order[order], item_ids[order], rank[order], ranked[order], lines[order])
+  lab = item_labels[order]
+  # The same item twice in one event: keep its best row or report it.
+  key = ev * (int(item_ids.max(initial=0)) + 2) + it
+  first_seen = np.zeros(len(key), dtype=bool)
+  _, first_idx = np.unique(key, return_index=True)
+  first_seen[first_idx] = True
+  dup = ~first_seen
+  if dup.any():
+    if duplicates == "error":
+      for j in np.flatnonzero(dup):
+        problems.append(Problem("duplicate_item", name, int(ln[j]), item_column, lab[j],
+                                "item appears twice in one event; read with ?duplicates=best "
+                                "to keep its best result"))
+    else:
+      notes["duplicates_merged"] = str(int(dup.sum()))
+      notes["duplicates_merged_lines"] = ",".join(map(str, ln[dup][:50]))
+      warnings.warn(f"{name}: {int(dup.sum())} rows repeat an item within an event (e.g. line "
+                    f"{int(ln[dup][0])}); kept the best result of each (duplicates=best).",
+                    stacklevel=3)
+    # Reported or merged, the repeats leave the lists (validation would name them again).
+    keep = ~dup
+    ev, it, rk, rd, ln, lab = ev[keep], it[keep], rk[keep], rd[keep], ln[keep], lab[keep]
+  # Ties: equal ranks of neighbours in the same event.
+  tie = np.zeros(len(ev), dtype=bool)
+  tie[1:] = (ev[1:] == ev[:-1]) & rd[1:] & rd[:-1] & (rk[1:] == rk[:-1])
+  if tie.any():
+    if ties == "error":
+      for j in np.flatnonzero(tie):
+        problems.append(Problem("tie", name, int(ln[j]), rank_column, float(rk[j]),
+                                "two items share this rank; choose a tie policy: ?ties=order "
+                                "(file order) or ?ties=truncate (rank only the items before the "
+                                "first tie)"))
+    elif ties == "truncate":
+      # Unrank everything from the first tied pair of each event on.
+      tied_start = tie.copy()
+      tied_start[np.flatnonzero(tie) - 1] = True
+      m = int(event_order.max(initial=-1)) + 1
+      first_tie = np.full(m, np.iinfo(np.int64).max)
+      np.minimum.at(first_tie, ev[tied_start], np.flatnonzero(tied_start))
+      rd = rd & (np.arange(len(ev)) < first_tie[ev])
+      notes["ties_truncated_events"] = str(int((first_tie < np.iinfo(np.int64).max).sum()))
+    else:
+      notes["ties_broken_by_file_order"] = str(int(tie.sum()))
+      warnings.warn(f"{name}: {int(tie.sum())} items share a rank with the item before them "
+                    f"(e.g. line {int(ln[tie][0])}); ranked them in file order (ties=order).",
+                    stacklevel=3)
+  m = int(event_order.max(initial=-1)) + 1
+  counts_all = np.bincount(ev, minlength=m)
+  avail_offsets = np.concatenate([[0], np.cumsum(counts_all)])
+  counts_ranked = np.bincount(ev[rd], minlength=m)
+  offsets = np.concatenate([[0], np.cumsum(counts_ranked)])
+  return it[rd], offsets, it, avail_offsets, ln[rd], problems, notes
+
+
+def read_long(path: pathlib.Path, opts: dict) -> Loaded:
+  """One row per (event, item): results tables such as the Tour de France's.
+
+  Options: event= (column naming the event, required), item= (required), rank=
+  (lower is better; default the file order), time= (default the event column;
+  integers or dates), series=, name= (item names), ties=error|order|truncate,
+  duplicates=error|best, unranked=error|available (rows with no rank).
+  """
+  name = path.name
+  frame, delimiter = ct.read_text_table(path, opts.get("delimiter"))
+  columns = list(frame.columns)
+  for required in ("event", "item"):
+    if required not in opts:
+      raise ConfigError(f"long:{path}: pass ?{required}=COLUMN; the columns are "
+                        f"{', '.join(columns)}.")
+  event_col = ct.column_spec(opts["event"], columns, name, "event")[0]
+  item_col = ct.column_spec(opts["item"], columns, name, "item")[0]
+  rank_col = ct.column_spec(opts["rank"], columns, name, "rank")[0] if "rank" in opts else None
+  time_col = ct.column_spec(opts["time"], columns, name, "time")[0] if "time" in opts else event_col
+  name_col = ct.column_spec(opts["name"], columns, name, "name")[0] if "name" in opts else item_col
+  ties = choice(opts.get("ties", "error"), "ties", ("error", "order", "truncate"))
+  duplicates = choice(opts.get("duplicates", "error"), "duplicates", ("error", "best"))
+  unranked = choice(opts.get("unranked", "error"), "unranked", ("error", "available"))
+  kind = choice(opts.get("kind", "ranking"), "kind", ("ranking", "set"))
+  lines = ct.line_numbers(frame)
+  problems: list[Problem] = []
+
+  items = frame[item_col].to_numpy(dtype=object)
+  for i in np.flatnonzero(pd.isna(items)):
+    problems.append(Problem("null", name, int(lines[i]), item_col, None, "missing item"))
+  events = frame[event_col].to_numpy(dtype=object)
+  for i in np.flatnonzero(pd.isna(events)):
+    problems.append(Problem("null", name, int(lines[i]), event_col, None, "missing event"))
+  good = ~pd.isna(items) & ~pd.isna(events)
+  labels = np.array([str(x).strip() for x in items], dtype=object)
+  codes, uniques = pd.factorize(pd.Series(labels[good]))
+  names_by_label = dict(zip(labels[good], frame[name_col].to_numpy(dtype=object)[good]))
+  catalog = Catalog.from_labels(list(uniques), [names_by_label[u] or u for u in uniques])
+  item_ids = np.full(len(frame), 0, dtype=np.int64)
+  item_ids[good] = codes
+
+  if rank_col is not None:
+    rank_values, rank_ok = ct.parse_ints(frame[rank_col].to_numpy(dtype=object))
+    rank = np.where(rank_ok, rank_values, np.nan).astype(np.float64)
+    for i in np.flatnonzero(~rank_ok & frame[rank_col].notna().to_numpy()):
+      problems.append(Problem("parse", name, int(lines[i]), rank_col, frame[rank_col].iloc[i],
+                              "rank is not an integer"))
+    missing = frame[rank_col].isna().to_numpy()
+    if unranked == "error":
+      for i in np.flatnonzero(missing & good):
+        problems.append(Problem("null", name, int(lines[i]), rank_col, None,
+                                "missing rank; read with ?unranked=available to treat the "
+                                "item as an entrant that was not ranked"))
+    ranked = rank_ok
+  else:
+    rank = np.arange(len(frame), dtype=np.float64)
+    ranked = np.ones(len(frame), dtype=bool)
+
+  # Events in time order.
+  ev_key = pd.Series(events[good]).astype(str)
+  time_cells = frame[time_col].to_numpy(dtype=object)[good]
+  ev_codes, ev_uniques = pd.factorize(ev_key)
+  first_row = np.zeros(len(ev_uniques), dtype=np.int64)
+  first_row[ev_codes[::-1]] = np.arange(len(ev_codes))[::-1]
+  times, time_problems = ct.parse_times(time_cells[first_row], name=name, column=time_col,
+                                        rows=lines[good][first_row],
+                                        date_format=opts.get("date_format"))
+  problems += time_problems
+  # Rows of one event must agree on its time.
+  per_row_time = pd.Series(time_cells).astype(str).to_numpy()
+  disagree = per_row_time != per_row_time[first_row][ev_codes]
+  for j in np.flatnonzero(disagree):
+    problems.append(Problem("time_order", name, int(lines[good][j]), time_col, time_cells[j],
+                            "rows of one event give different times"))
+  order_events = np.lexsort((first_row, times.astype(np.int64) if times.dtype.kind == "M" else times))
+  rank_of_event = np.empty_like(order_events)
+  rank_of_event[order_events] = np.arange(len(order_events))
+
+  values, offsets, avail, avail_offsets, value_rows, group_problems, notes = group_rankings(
+      name=name, event_order=rank_of_event[ev_codes], item_ids=item_ids[good],
+      item_labels=labels[good], rank=rank[good], ranked=ranked[good] | (unranked == "error"),
+      lines=lines[good], item_column=item_col, rank_column=rank_col or "(row order)",
+      ties=ties, duplicates=duplicates)
+  problems += group_problems
+  m = len(order_events)
+  cols = {
+      "event_id": pa.array(np.arange(m, dtype=np.int64)),
+      "time": _time_array(times[order_events]),
+  }
+  if "series" in opts:
+    s = frame[ct.column_spec(opts["series"], columns, name, "series")[0]].to_numpy(dtype=object)
+    cols["series"] = pa.array(s[good][first_row][order_events], pa.string())
+  cols["items"] = _ranked_lists(values, offsets)
+  cols["kind"] = pa.array([kind] * m, pa.string())
+  cols["available"] = _ranked_lists(avail, avail_offsets)
+  cols[CONTEXT_PREFIX + "event"] = pa.array(ev_uniques.to_numpy(dtype=object)[order_events], pa.string())
+  metadata = {"reader": "long", "delimiter": delimiter, "ties": ties, "duplicates": duplicates,
+              **notes}
+  table = EventTable(pa.table(cols), catalog, metadata)
+  event_rows = lines[good][first_row][order_events]
+  prov = Provenance(file=name, event_rows=event_rows, value_rows=value_rows,
+                    value_columns=item_col, value_labels=np.asarray(catalog.labels, dtype=object)[values],
+                    columns={"time": time_col})
+  return Loaded(table, prov, None, problems)
+
+
+# ---- Ergast: results.csv + races.csv + drivers.csv --------------------------------
+
+def read_ergast(path: pathlib.Path, opts: dict) -> Loaded:
+  """Formula 1 (Ergast f1db_csv): one ranking per race in `positionOrder`.
+
+  Items are all drivers of drivers.csv (label driverId, name "forename surname",
+  group nationality); each race's `available` list holds its entrants.
+  `classified=true` ranks only the classified finishers (`position` not null);
+  the others stay available but unranked. `duplicates=best` (the default) keeps
+  a driver's best result where the data credits one driver twice in a race
+  (shared drives in the 1950s); `duplicates=error` reports them. Two drivers
+  credited with one position (a shared car) are ranked in file order
+  (`ties=order`, the default) or reported (`ties=error`).
+  """
+  if not path.is_dir():
+    raise DataError(f"ergast:{path}: expected a folder with results.csv, races.csv, drivers.csv.")
+  files = {f: path / f"{f}.csv" for f in ("results", "races", "drivers")}
+  missing = [str(p) for p in files.values() if not p.exists()]
+  if missing:
+    raise DataError(f"ergast:{path}: missing {', '.join(missing)}.")
+  classified = flag(opts.get("classified", "false"), "classified")
+  duplicates = choice(opts.get("duplicates", "best"), "duplicates", ("error", "best"))
+  ties = choice(opts.get("ties", "order"), "ties", ("error", "order", "truncate"))
+  results, _ = ct.read_text_table(files["results"])
+  races, _ = ct.read_text_table(files["races"])
+  drivers, _ = ct.read_text_table(files["drivers"])
+  for frame, fname, needed in ((results, "results.csv", ("raceId", "driverId", "positionOrder", "position")),
+                               (races, "races.csv", ("raceId", "year", "round", "date", "name")),
+                               (drivers, "drivers.csv", ("driverId", "forename", "surname"))):
+    absent = [c for c in needed if c not in frame.columns]
+    if absent:
+      raise DataError(f"{fname}: missing columns {absent}; Ergast files have {list(frame.columns)}.")
+  problems: list[Problem] = []
+  catalog = Catalog.from_labels(
+      drivers["driverId"].tolist(),
+      (drivers["forename"].fillna("") + " " + drivers["surname"].fillna("")).str.strip().tolist(),
+      drivers["nationality"].fillna("").tolist() if "nationality" in drivers else None)
+
+  race_lines = ct.line_numbers(races)
+  race_times, tp = ct.parse_times(races["date"].to_numpy(dtype=object), name="races.csv",
+                                  column="date", rows=race_lines, date_format="%Y-%m-%d")
+  problems += tp
+  race_round, _ = ct.parse_ints(races["round"].to_numpy(dtype=object))
+  race_year, _ = ct.parse_ints(races["year"].to_numpy(dtype=object))
+  race_ids = races["raceId"].to_numpy(dtype=object).astype(str)
+  lo = integer(opts.get("from_year", "0"), "from_year")
+  hi = integer(opts.get("to_year", "9999"), "to_year")
+  lines = ct.line_numbers(results)
+  res_race = results["raceId"].to_numpy(dtype=object).astype(str)
+  race_index = pd.Index(race_ids).get_indexer(res_race)
+  for i in np.flatnonzero(race_index < 0):
+    problems.append(Problem("unknown_item", "results.csv", int(lines[i]), "raceId", res_race[i],
+                            "race is not in races.csv"))
+  in_years = race_index >= 0
+  in_years[in_years] = (race_year[race_index[in_years]] >= lo) & (race_year[race_index[in_years]] <= hi)
+  races_used = np.unique(race_index[in_years])
+  order_races = races_used[np.lexsort((race_round[races_used], race_times[races_used].astype(np.int64)))]
+  event_of_race = np.full(len(races), -1, dtype=np.int64)
+  event_of_race[order_races] = np.arange(len(order_races))
+
+  driver_labels = results["driverId"].to_numpy(dtype=object)
+  ids = catalog.ids([str(x) for x in driver_labels]).astype(np.int64)
+  for i in np.flatnonzero((ids < 0) & in_years):
+    problems.append(Problem("unknown_item", "results.csv", int(lines[i]), "driverId",
+                            driver_labels[i], "driver is not in drivers.csv"))
+  rank_values, rank_ok = ct.parse_ints(results["positionOrder"].to_numpy(dtype=object))
+  for i in np.flatnonzero(~rank_ok & in_years):
+    problems.append(Problem("null" if results["positionOrder"].iloc[i] is None else "parse",
+                            "results.csv", int(lines[i]), "positionOrder",
+                            results["positionOrder"].iloc[i], "positionOrder is not an integer"))
+  ranked = rank_ok.copy()
+  if classified:
+    ranked &= results["position"].notna().to_numpy()
+  use = in_years & (ids >= 0)
+  values, offsets, avail, avail_offsets, value_rows, gp, notes = group_rankings(
+      name="results.csv", event_order=event_of_race[race_index[use]], item_ids=ids[use],
+      item_labels=driver_labels[use], rank=rank_values[use].astype(np.float64), ranked=ranked[use],
+      lines=lines[use], item_column="driverId", rank_column="positionOrder", ties=ties,
+      duplicates=duplicates)
+  problems += gp
+  m = len(order_races)
+  cols = {
+      "event_id": pa.array(race_ids[order_races].astype(np.int64)),
+      "time": _time_array(race_times[order_races]),
+      "series": pa.array(race_year[order_races].astype(np.int64)),
+      "items": _ranked_lists(values, offsets),
+      "kind": pa.array(["ranking"] * m, pa.string()),
+      "available": _ranked_lists(avail, avail_offsets),
+      CONTEXT_PREFIX + "round": pa.array(race_round[order_races].astype(np.int64)),
+      CONTEXT_PREFIX + "race": pa.array(races["name"].to_numpy(dtype=object)[order_races], pa.string()),
+  }
+  metadata = {"reader": "ergast", "classified": str(classified).lower(), "duplicates": duplicates,
+              "ties": ties,
+              **notes}
+  table = EventTable(pa.table(cols), catalog, metadata)
+  prov = Provenance(file="results.csv", event_rows=race_lines[order_races], value_rows=value_rows,
+                    value_columns="driverId",
+                    value_labels=np.asarray(catalog.labels, dtype=object)[values],
+                    columns={"time": "races.csv:date", "series": "races.csv:year"})
+  return Loaded(table, prov, None, problems)
+
+
+# ---- PrefLib .soc / .soi / .toc / .toi -------------------------------------------
+
+_PREFLIB_ORDER = re.compile(r"^\s*(\d+)\s*:\s*(.*)$")
+
+
+def read_preflib(path: pathlib.Path, opts: dict) -> Loaded:
+  """PrefLib orders, one event per distinct order (counts as weights) or per voter.
+
+  Both the current format (`# ALTERNATIVE NAME i: ...` headers, `count: a,b,c`
+  lines) and the legacy one (n, n names, a totals line, `count,a,b,c`) are read.
+  Orders with ties (`{2,3}`, in .toc/.toi files) are an error unless
+  `ties=order` (ties broken by the listed order) or `ties=truncate` (rank only
+  the items before the first tie). `counts=weight` (default) keeps one event per
+  distinct order with a `weight` column; `counts=expand` repeats it.
+  """
+  name = path.name
+  counts_mode = choice(opts.get("counts", "weight"), "counts", ("weight", "expand"))
+  ties = choice(opts.get("ties", "error"), "ties", ("error", "order", "truncate"))
+  try:
+    text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{name}: cannot read ({e}).") from e
+  lines = text.split("\n")
+  names: dict[int, str] = {}
+  n = None
+  body: list[tuple[int, int, str]] = []  # (line, count, order text)
+  problems: list[Problem] = []
+  legacy = not lines[0].startswith("#")
+  if legacy:
+    try:
+      n = int(lines[0].strip())
+      for i in range(1, n + 1):
+        idx, _, label = lines[i].partition(",")
+        names[int(idx)] = label.strip()
+      start = n + 2  # skip the totals line
+    except (ValueError, IndexError):
+      raise DataError(f"{name}: neither a PrefLib header (# lines) nor a legacy header (n, then "
+                      f"n 'i,name' lines) at line 1.") from None
+    for ln in range(start, len(lines)):
+      line = lines[ln].strip()
+      if not line:
+        continue
+      count, _, order = line.partition(",")
+      body.append((ln + 1, count, order))
+  else:
+    for ln, raw in enumerate(lines):
+      line = raw.strip()
+      if not line:
+        continue
+      if line.startswith("#"):
+        m = re.match(r"#\s*NUMBER ALTERNATIVES:\s*(\d+)", line)
+        if m:
+          n = int(m.group(1))
+        m = re.match(r"#\s*ALTERNATIVE NAME (\d+):\s*(.*)", line)
+        if m:
+          names[int(m.group(1))] = m.group(2).strip()
+        continue
+      m = _PREFLIB_ORDER.match(line)
+      if not m:
+        problems.append(Problem("parse", name, ln + 1, "order", line,
+                                "expected 'count: a,b,c'"))
+        continue
+      body.append((ln + 1, m.group(1), m.group(2)))
+  if n is None:
+    raise DataError(f"{name}: no '# NUMBER ALTERNATIVES: n' line.")
+  catalog = Catalog.from_labels(range(1, n + 1), [names.get(i, str(i)) for i in range(1, n + 1)])
+  event_items: list[list[int]] = []
+  event_lines, weights, labels, n_ties = [], [], [], 0
+  for ln, count_text, order in body:
+    try:
+      count = int(count_text)
+    except ValueError:
+      problems.append(Problem("parse", name, ln, "count", count_text, "count is not an integer"))
+      continue
+    # Tokens: plain ids, or {a,b} groups of tied ids.
+    groups = re.findall(r"\{([^}]*)\}|([^,{}\s]+)", order)
+    ids: list[int] = []
+    raw_labels: list[str] = []
+    for tied, single in groups:
+      members = [t.strip() for t in tied.split(",") if t.strip()] if tied else [single]
+      if len(members) > 1:
+        n_ties += 1
+        if ties == "error":
+          problems.append(Problem("tie", name, ln, "order", "{" + tied + "}",
+                                  "tied items; choose ?ties=order or ?ties=truncate"))
+        elif ties == "truncate":
+          break
+      for t in members:
+        try:
+          ids.append(int(t) - 1)
+        except ValueError:
+          problems.append(Problem("parse", name, ln, "order", t, "not an alternative number"))
+          ids.append(BAD_ID)
+        raw_labels.append(t)
+    if not ids:
+      continue
+    repeat = count if counts_mode == "expand" else 1
+    for _ in range(repeat):
+      event_items.append(ids)
+      event_lines.append(ln)
+      labels.extend(raw_labels)
+      weights.append(1.0 if counts_mode == "expand" else float(count))
+  m = len(event_items)
+  lengths = np.array([len(x) for x in event_items], dtype=np.int64)
+  values = np.array([i for x in event_items for i in x], dtype=np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  ids = np.where((values != BAD_ID) & ((values < 0) | (values >= n)), n, values)
+  cols = {
+      "event_id": pa.array(np.arange(m, dtype=np.int64)),
+      "time": pa.array(np.arange(m, dtype=np.int64)),
+      "items": _ranked_lists(ids, offsets),
+      "kind": pa.array(["ranking"] * m, pa.string()),
+  }
+  if counts_mode == "weight":
+    cols["weight"] = pa.array(weights, pa.float64())
+  metadata = {"reader": "preflib", "counts": counts_mode, "ties": ties,
+              "tied_groups": str(n_ties), "voters": str(int(sum(weights)))}
+  table = EventTable(pa.table(cols), catalog, metadata)
+  prov = Provenance(file=name, event_rows=np.array(event_lines, dtype=np.int64),
+                    value_columns="order", value_labels=np.array(labels, dtype=object))
+  return Loaded(table, prov, None, problems)
+
+
+# ---- prices: a wide table, one column per asset -----------------------------------
+
+def load_sp500_prices() -> pd.DataFrame:
+  """Daily prices of 20 S&P 500 stocks, 1990-2022, shipped inside skfolio."""
+  try:
+    from skfolio.datasets import load_sp500_dataset
+  except ImportError as e:
+    raise DataError("prices:sp500 needs skfolio (pip install skfolio).") from e
+  return load_sp500_dataset()
+
+
+def read_prices(path: pathlib.Path | None, opts: dict) -> Loaded:
+  """Wide prices -> one event per day ranking the assets by that day's return.
+
+  Return of day t: p_t / p_{t-1} - 1. An asset with a missing price on day t or
+  t-1 is not available that day (the `available` column). `top=k` keeps the best
+  k (a top-k ranking, or a set with kind=set). Equal returns keep the column
+  order. Each event keeps all returns as `ctx_returns` (float64[n_assets], NaN
+  where missing) for portfolio backtests. The first day has no return: the table
+  starts on the second.
+  """
+  if path is None:
+    frame = load_sp500_prices()
+    name = "skfolio sp500"
+    prices = frame.to_numpy(dtype=np.float64)
+    assets = [str(c) for c in frame.columns]
+    dates = frame.index.to_numpy().astype("datetime64[s]")
+    problems: list[Problem] = []
+    lines = np.arange(len(frame), dtype=np.int64) + 2
+    date_col = "Date"
+  else:
+    name = path.name
+    table, _ = ct.read_text_table(path, opts.get("delimiter"))
+    lines = ct.line_numbers(table)
+    date_col = opts.get("date") or table.columns[0]
+    if date_col not in table.columns:
+      raise DataError(f"{name}: date column {date_col!r} is not a column.")
+    dates, problems = ct.parse_times(table[date_col].to_numpy(dtype=object), name=name,
+                                     column=date_col, rows=lines, date_format=opts.get("date_format"))
+    assets = [c for c in table.columns if c != date_col]
+    cells = table[assets]
+    prices = cells.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.isnan(prices) & cells.notna().to_numpy()
+    for i, j in zip(*np.nonzero(bad)):
+      problems.append(Problem("parse", name, int(lines[i]), assets[j], cells.iat[i, j],
+                              "price is not a number"))
+  nonpos = prices <= 0
+  for i, j in zip(*np.nonzero(nonpos)):
+    problems.append(Problem("parse", name, int(lines[i]), assets[j], float(prices[i, j]),
+                            "price must be positive"))
+  prices = np.where(nonpos, np.nan, prices)
+  order, note = _time_order(dates)
+  prices, dates, lines = prices[order], dates[order], lines[order]
+  n_assets = len(assets)
+  returns = prices[1:] / prices[:-1] - 1.0
+  avail = np.isfinite(returns)
+  kind = choice(opts.get("kind", "ranking"), "kind", ("ranking", "set"))
+  top = integer(opts["top"], "top") if "top" in opts else None
+  if kind == "set" and top is None:
+    raise ConfigError(f"prices:{name}: kind=set needs top=K (the set of the K best assets).")
+  if top is not None and not 1 <= top <= n_assets:
+    raise ConfigError(f"prices:{name}: top={top}; there are {n_assets} assets.")
+  # Best first; missing returns sort last and are cut by the per-day count.
+  ranking = np.argsort(np.where(avail, -returns, np.inf), axis=1, kind="stable")
+  lengths = avail.sum(axis=1)
+  if top is not None:
+    lengths = np.minimum(lengths, top)
+  keep = np.arange(n_assets)[None, :] < lengths[:, None]
+  values = ranking[keep]
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  rows_, cols_ = np.nonzero(avail)
+  avail_offsets = np.concatenate([[0], np.cumsum(avail.sum(axis=1))])
+  m = len(returns)
+  ret_flat = pa.array(returns.reshape(-1), pa.float64(), from_pandas=True)
+  cols = {
+      "event_id": pa.array(np.arange(m, dtype=np.int64)),
+      "time": _time_array(dates[1:]),
+      "items": _ranked_lists(values, offsets),
+      "kind": pa.array([kind] * m, pa.string()),
+      "available": _ranked_lists(cols_, avail_offsets),
+      CONTEXT_PREFIX + "returns": pa.FixedSizeListArray.from_arrays(ret_flat, n_assets),
+  }
+  metadata = {"reader": "prices", "assets": ",".join(assets), "top": str(top or n_assets)}
+  if note:
+    metadata["order"] = note
+  catalog = Catalog.from_labels(assets)
+  table = EventTable(pa.table(cols), catalog, metadata)
+  prov = Provenance(file=name, event_rows=lines[1:], value_columns=assets,
+                    columns={"time": date_col})
+  return Loaded(table, prov, top if kind == "set" else None, problems)
