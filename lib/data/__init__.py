@@ -18,3 +18,11 @@ from luce.data._table import (
     write,
 )
 from luce.data._validate import Problem, Provenance, find_problems, validate
+from luce.data._features import (
+    FeatureConfig,
+    Features,
+    build_features,
+    check_no_lookahead,
+    perturb_from,
+)
+from luce.data._batching import TimeSplit, batches, model_arrays, split_by_time

@@ -120,13 +120,40 @@ class Catalog:
     return cls(tuple(d["labels"]), tuple(d["names"]), groups, features)
 
 
+def _type_tag(t: pa.DataType) -> str:
+  """The type as hashed: list field names (`item`, `element`) left out."""
+  if pa.types.is_list(t) or pa.types.is_large_list(t):
+    return f"list<{_type_tag(t.value_type)}>"
+  if pa.types.is_fixed_size_list(t):
+    return f"list<{_type_tag(t.value_type)}>[{t.list_size}]"
+  return str(t)
+
+
+def canonical_events(events: pa.Table) -> pa.Table:
+  """`events` with the types luce writes: list<int32> named `item`, time in seconds.
+
+  Parquet has no seconds unit and names list fields `element`; reading a table
+  back passes through this so the round trip gives equal tables and hashes.
+  """
+  for name in ("items", "available"):
+    if name in events.column_names:
+      i = events.column_names.index(name)
+      events = events.set_column(i, name, events.column(name).cast(pa.list_(pa.int32())))
+  if "time" in events.column_names and pa.types.is_timestamp(events.schema.field("time").type):
+    t = events.schema.field("time").type
+    if t.unit != "s" or t.tz is not None:
+      i = events.column_names.index("time")
+      events = events.set_column(i, "time", events.column("time").cast(pa.timestamp("s")))
+  return events
+
+
 def _update_with_array(h, a: pa.Array) -> None:
   """Feed a canonical byte form of `a` (independent of chunking and slicing) to h."""
   if isinstance(a, pa.ChunkedArray):
     a = a.combine_chunks() if a.num_chunks != 1 else a.chunk(0)
   if pa.types.is_dictionary(a.type):
     a = a.dictionary_decode()
-  h.update(f"{a.type}|{len(a)}|{a.null_count}|".encode())
+  h.update(f"{_type_tag(a.type)}|{len(a)}|{a.null_count}|".encode())
   valid = None
   if a.null_count:
     valid = np.asarray(a.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
@@ -409,7 +436,11 @@ def read_parquet(path: str | os.PathLike, *, verify_hash: bool = True) -> EventT
                     f"{SCHEMA_VERSION}.")
   catalog = Catalog.from_json(meta[_META_CATALOG].decode())
   info = json.loads(meta.get(_META_INFO, b"{}").decode())
-  events = events.replace_schema_metadata(None)
+  try:
+    events = canonical_events(events.replace_schema_metadata(None))
+  except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+    raise DataError(f"{path}: items, available or time has the wrong type ({e}); see "
+                    f"luce.data's event table schema.") from e
   table = EventTable(events, catalog, info)
   if verify_hash:
     stored = meta.get(_META_HASH, b"").decode()

@@ -1,0 +1,271 @@
+"""Leak-free features of an event table, built for all events at once.
+
+For event t every feature comes from events 0..t-1 only (plus the event's own
+time and its list of available items, which are known before it happens).
+`check_no_lookahead` proves it for any feature function: it rewrites the events
+from t on and checks that rows 0..t did not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from luce.data._table import EventTable, list_column, padded
+from luce.errors import ConfigError, DataError
+
+FEATURES_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+  """Which features to build.
+
+  Attributes:
+    last: L, the number of previous events whose inclusion (and, for rankings,
+      rank score) each item gets as a feature.
+    horizons: counts of each item over the last h events, divided by h (the
+      item's recent rate), one feature per h.
+    since_last: log(1 + events since the item was last picked); never picked
+      counts as picked just before the first event.
+    ranks: add the rank scores of the last L events (None: when the table holds
+      rankings).
+    calendar: per-event time features (weekday, season, gap to the previous event).
+    static: per-item features from the catalog (group one-hot, catalog features).
+    dtype: storage dtype of the feature arrays, "float32" or "float16".
+  """
+  last: int = 4
+  horizons: tuple[int, ...] = (10, 50, 200)
+  since_last: bool = True
+  ranks: bool | None = None
+  calendar: bool = True
+  static: bool = True
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.last < 0 or any(h < 1 for h in self.horizons):
+      raise ConfigError(f"FeatureConfig: last={self.last} must be >= 0 and horizons="
+                        f"{self.horizons} >= 1.")
+    if self.dtype not in ("float32", "float16"):
+      raise ConfigError(f"FeatureConfig.dtype={self.dtype!r}; valid: float32, float16.")
+
+  def key(self) -> str:
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+  """Features of m events over n items.
+
+  Attributes:
+    item: [m, n, f] per event and item (history), dtype from the config.
+    item_names: f names, e.g. `in_last_1`, `rate_50`, `since_last`.
+    event: float32[m, g] per event (calendar).
+    event_names: g names.
+    static: float32[n, s] per item (catalog).
+    static_names: s names.
+    available: bool[m, n] items that could be picked in each event.
+  """
+  item: np.ndarray
+  item_names: tuple[str, ...]
+  event: np.ndarray
+  event_names: tuple[str, ...]
+  static: np.ndarray
+  static_names: tuple[str, ...]
+  available: np.ndarray
+
+  def __len__(self) -> int:
+    return self.item.shape[0]
+
+  def slice(self, start: int, stop: int) -> "Features":
+    return dataclasses.replace(self, item=self.item[start:stop], event=self.event[start:stop],
+                               available=self.available[start:stop])
+
+
+def _lagged(x: np.ndarray, lag: int) -> np.ndarray:
+  """x shifted down by `lag` rows (row t holds row t - lag), zeros on top."""
+  out = np.zeros_like(x)
+  if lag < len(x):
+    out[lag:] = x[:len(x) - lag]
+  return out
+
+
+def rank_scores(table: EventTable) -> np.ndarray:
+  """float32[m, n]: (len - position) / len for listed items (1 for the first), else 0."""
+  values, offsets = table.items_flat()
+  lengths = np.diff(offsets)
+  m = len(lengths)
+  event_of = np.repeat(np.arange(m), lengths)
+  position = np.arange(len(values)) - np.repeat(offsets[:-1], lengths)
+  scores = np.zeros((m, table.n_items), dtype=np.float32)
+  scores[event_of, values] = (lengths[event_of] - position) / lengths[event_of]
+  return scores
+
+
+def item_history(table: EventTable, config: FeatureConfig) -> tuple[np.ndarray, tuple[str, ...]]:
+  """[m, n, f] per-item history features from events before each event."""
+  inc = table.inclusion_matrix()                                   # bool[m, n]
+  m, n = inc.shape
+  ranks = config.ranks if config.ranks is not None else table.kind != "set"
+  names = []
+  dtype = np.dtype(config.dtype)
+  n_feat = config.last * (2 if ranks else 1) + len(config.horizons) + int(config.since_last)
+  out = np.empty((m, n, n_feat), dtype=dtype)
+  f = 0
+  for lag in range(1, config.last + 1):
+    out[:, :, f] = _lagged(inc, lag)
+    names.append(f"in_last_{lag}")
+    f += 1
+  if ranks:
+    scores = rank_scores(table)
+    for lag in range(1, config.last + 1):
+      out[:, :, f] = _lagged(scores, lag)
+      names.append(f"rank_last_{lag}")
+      f += 1
+  if config.horizons:
+    # counts[t] = number of events < t that picked the item.
+    counts = np.zeros((m + 1, n), dtype=np.int32)
+    np.cumsum(inc, axis=0, dtype=np.int32, out=counts[1:])
+    t = np.arange(m)
+    for h in config.horizons:
+      lo = np.maximum(t - h, 0)
+      out[:, :, f] = (counts[t] - counts[lo]) / np.maximum(t - lo, 1)[:, None].astype(np.float32)
+      names.append(f"rate_{h}")
+      f += 1
+  if config.since_last:
+    seen_at = np.where(inc, np.arange(m, dtype=np.int32)[:, None], np.int32(-1))
+    np.maximum.accumulate(seen_at, axis=0, out=seen_at)            # last pick at or before t
+    last_before = _lagged(seen_at, 1)
+    last_before[0] = -1
+    gap = np.arange(m, dtype=np.int32)[:, None] - last_before
+    out[:, :, f] = np.log1p(gap.astype(np.float32))
+    names.append("since_last")
+    f += 1
+  return out, tuple(names)
+
+
+def calendar(table: EventTable) -> tuple[np.ndarray, tuple[str, ...]]:
+  """float32[m, g]: weekday one-hot, season (sin/cos of day of year) and
+  log(1 + days since the previous event) for timestamps; log(1 + steps) else."""
+  times = table.times()
+  m = len(times)
+  if np.issubdtype(times.dtype, np.datetime64):
+    days = times.astype("datetime64[D]").astype(np.int64)
+    weekday = (days + 3) % 7                                         # 1970-01-01 was a Thursday
+    year_start = times.astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
+    angle = 2 * np.pi * (days - year_start) / 365.25
+    gap = np.diff(days, prepend=days[0] if m else 0)
+    cols = [np.eye(7, dtype=np.float32)[weekday], np.sin(angle)[:, None], np.cos(angle)[:, None],
+            np.log1p(np.maximum(gap, 0))[:, None]]
+    names = tuple(f"weekday_{d}" for d in range(7)) + ("season_sin", "season_cos", "log_days_since_prev")
+    return np.concatenate(cols, axis=1).astype(np.float32), names
+  steps = times.astype(np.int64)
+  gap = np.diff(steps, prepend=steps[0] if m else 0)
+  return np.log1p(np.maximum(gap, 0)).astype(np.float32)[:, None], ("log_steps_since_prev",)
+
+
+def static_items(table: EventTable) -> tuple[np.ndarray, tuple[str, ...]]:
+  """float32[n, s]: one-hot catalog groups, then the catalog's feature columns."""
+  catalog = table.catalog
+  cols, names = [], []
+  if catalog.groups is not None:
+    groups = sorted(set(catalog.groups))
+    code = np.array([groups.index(g) for g in catalog.groups])
+    cols.append(np.eye(len(groups), dtype=np.float32)[code])
+    names += [f"group={g}" for g in groups]
+  for key, value in sorted(catalog.features.items()):
+    cols.append(np.asarray(value, np.float32)[:, None])
+    names.append(key)
+  if not cols:
+    return np.zeros((table.n_items, 0), np.float32), ()
+  return np.concatenate(cols, axis=1), tuple(names)
+
+
+def cache_key(table: EventTable, config: FeatureConfig) -> str:
+  text = f"{FEATURES_VERSION}|{table.content_hash}|{config.key()}"
+  return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def build_features(table: EventTable, config: FeatureConfig | None = None, *,
+                   cache_dir: str | os.PathLike | None = None) -> Features:
+  """All features of `table` (see FeatureConfig), vectorised over events.
+
+  With `cache_dir`, the result is stored as `features-<key>.npz` there, the key
+  being a hash of the table's content hash and the config; a later call with
+  the same data and config loads it instead of building.
+  """
+  config = config or FeatureConfig()
+  path = None
+  if cache_dir is not None:
+    path = pathlib.Path(cache_dir) / f"features-{cache_key(table, config)}.npz"
+    if path.exists():
+      with np.load(path, allow_pickle=False) as z:
+        return Features(z["item"], tuple(z["item_names"]), z["event"], tuple(z["event_names"]),
+                        z["static"], tuple(z["static_names"]), z["available"])
+  item, item_names = item_history(table, config)
+  event, event_names = calendar(table) if config.calendar else (np.zeros((len(table), 0), np.float32), ())
+  static, static_names = static_items(table) if config.static else (np.zeros((table.n_items, 0), np.float32), ())
+  feats = Features(item, item_names, event, event_names, static, static_names, table.available_mask())
+  if path is not None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, item=item, item_names=np.array(item_names, dtype=str), event=event,
+             event_names=np.array(event_names, dtype=str), static=static,
+             static_names=np.array(static_names, dtype=str), available=feats.available)
+    os.replace(tmp, path)  # a crash mid-write leaves no half file under the real name
+  return feats
+
+
+def perturb_from(table: EventTable, t: int, seed: int = 0) -> EventTable:
+  """`table` with the items of events t, t+1, ... replaced by other random valid
+  lists of the same lengths (same times, same available items)."""
+  rng = np.random.default_rng(seed)
+  items = table.items_array()
+  lengths = table.lengths()
+  avail = table.available_mask()[t:]
+  keys = np.where(avail, rng.random(avail.shape), np.inf)
+  new = np.argsort(keys, axis=1)[:, :items.shape[1]].astype(np.int32)
+  items = items.copy()
+  items[t:] = np.where(np.arange(items.shape[1])[None, :] < lengths[t:, None], new, -1)
+  events = table.events.set_column(table.events.column_names.index("items"), "items",
+                                   list_column(items, lengths))
+  return EventTable(events, table.catalog, dict(table.metadata))
+
+
+def check_no_lookahead(build: Callable[[EventTable], object], table: EventTable, *,
+                       at: tuple[int, ...] | None = None, seed: int = 0) -> None:
+  """Raise DataError if row t of `build(table)` depends on event t or later.
+
+  `build` maps a table to an array, a Features, or a dict/tuple of arrays whose
+  leading axis is the event. For each t in `at` (default: a few spread over the
+  table) the events from t on are rewritten at random; rows 0..t must not change.
+  """
+  m = len(table)
+  at = at or tuple(sorted({1, m // 3, m // 2, m - 1} & set(range(1, m))))
+
+  def rows(result) -> list[np.ndarray]:
+    if isinstance(result, Features):
+      return [result.item, result.event]
+    if isinstance(result, dict):
+      return [np.asarray(v) for v in result.values()]
+    if isinstance(result, (tuple, list)):
+      return [np.asarray(v) for v in result]
+    return [np.asarray(result)]
+
+  base = rows(build(table))
+  for t in at:
+    changed = rows(build(perturb_from(table, t, seed=seed + t)))
+    for index, (a, b) in enumerate(zip(base, changed)):
+      if a.ndim == 0 or a.shape[0] != m:
+        continue
+      diff = np.flatnonzero(np.any((a[:t + 1] != b[:t + 1]).reshape(t + 1, -1), axis=1))
+      if diff.size:
+        raise DataError(f"look-ahead: feature array {index} at event {int(diff[0])} changes when "
+                        f"events {t}.. change; features of event t may use only events before t.")
