@@ -26,3 +26,21 @@ from luce.data._features import (
     perturb_from,
 )
 from luce.data._batching import TimeSplit, batches, model_arrays, split_by_time
+from luce.data._eda import (
+    ChiSquare,
+    Clusters,
+    CoOccurrence,
+    Eda,
+    RankStability,
+    SumTest,
+    WinRates,
+    chi_square,
+    explore,
+    fixed_buckets,
+    item_frequencies,
+    learned_clusters,
+    pair_cooccurrence,
+    pattern_tests,
+    rank_stability,
+    win_rates,
+)

@@ -109,45 +109,59 @@ def rank_scores(table: EventTable) -> np.ndarray:
   return scores
 
 
+_BLOCK = 4096  # events per block: a block's features stay in cache while they are written
+
+
 def item_history(table: EventTable, config: FeatureConfig) -> tuple[np.ndarray, tuple[str, ...]]:
-  """[m, n, f] per-item history features from events before each event."""
+  """[m, n, f] per-item history features from events before each event.
+
+  Built in blocks of events with carried state (running counts, last pick), as
+  numpy's accumulations along the event axis of an [m, n] array are slow.
+  """
   inc = table.inclusion_matrix()                                   # bool[m, n]
   m, n = inc.shape
   ranks = config.ranks if config.ranks is not None else table.kind != "set"
-  names = []
-  dtype = np.dtype(config.dtype)
-  n_feat = config.last * (2 if ranks else 1) + len(config.horizons) + int(config.since_last)
-  out = np.empty((m, n, n_feat), dtype=dtype)
-  f = 0
-  for lag in range(1, config.last + 1):
-    out[:, :, f] = _lagged(inc, lag)
-    names.append(f"in_last_{lag}")
-    f += 1
+  scores = rank_scores(table) if ranks else None
+  names = [f"in_last_{lag}" for lag in range(1, config.last + 1)]
   if ranks:
-    scores = rank_scores(table)
-    for lag in range(1, config.last + 1):
-      out[:, :, f] = _lagged(scores, lag)
-      names.append(f"rank_last_{lag}")
-      f += 1
-  if config.horizons:
-    # counts[t] = number of events < t that picked the item.
-    counts = np.zeros((m + 1, n), dtype=np.int32)
-    np.cumsum(inc, axis=0, dtype=np.int32, out=counts[1:])
-    t = np.arange(m)
+    names += [f"rank_last_{lag}" for lag in range(1, config.last + 1)]
+  names += [f"rate_{h}" for h in config.horizons]
+  if config.since_last:
+    names.append("since_last")
+  out = np.empty((m, n, len(names)), dtype=np.dtype(config.dtype))
+  # counts[t] = number of events < t that picked the item.
+  counts = np.zeros((m + 1, n), dtype=np.int32) if config.horizons else None
+  last_pick = np.full(n, -1, dtype=np.int32)                        # carried across blocks
+  for s in range(0, m, _BLOCK):
+    e = min(s + _BLOCK, m)
+    block = out[s:e]
+    if counts is not None:
+      np.cumsum(inc[s:e], axis=0, dtype=np.int32, out=counts[s + 1:e + 1])
+      counts[s + 1:e + 1] += counts[s]
+    f = 0
+    for source in ([inc, scores] if ranks else [inc]):
+      for lag in range(1, config.last + 1):
+        lo = max(s - lag, 0)                                       # rows t - lag for t in [s, e)
+        zeros = lo - (s - lag)
+        block[:zeros, :, f] = 0
+        block[zeros:, :, f] = source[lo:e - lag]
+        f += 1
+    t = np.arange(s, e)
     for h in config.horizons:
       lo = np.maximum(t - h, 0)
-      out[:, :, f] = (counts[t] - counts[lo]) / np.maximum(t - lo, 1)[:, None].astype(np.float32)
-      names.append(f"rate_{h}")
+      scale = (1.0 / np.maximum(t - lo, 1)).astype(np.float32)[:, None]
+      block[:, :, f] = (counts[t] - counts[lo]) * scale
       f += 1
-  if config.since_last:
-    seen_at = np.where(inc, np.arange(m, dtype=np.int32)[:, None], np.int32(-1))
-    np.maximum.accumulate(seen_at, axis=0, out=seen_at)            # last pick at or before t
-    last_before = _lagged(seen_at, 1)
-    last_before[0] = -1
-    gap = np.arange(m, dtype=np.int32)[:, None] - last_before
-    out[:, :, f] = np.log1p(gap.astype(np.float32))
-    names.append("since_last")
-    f += 1
+    if config.since_last:
+      seen = np.where(inc[s:e], t.astype(np.int32)[:, None], np.int32(-1))
+      seen[0] = np.maximum(seen[0], last_pick)
+      np.maximum.accumulate(seen, axis=0, out=seen)                 # last pick at or before t
+      before = np.empty_like(seen)
+      before[0] = last_pick
+      before[1:] = seen[:-1]
+      block[:, :, f] = np.log1p((t[:, None] - before).astype(np.float32))
+      last_pick = seen[-1]
+      f += 1
   return out, tuple(names)
 
 
