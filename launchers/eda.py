@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import os
 import pathlib
+import sys
 import time
 
 from absl import app, flags
@@ -270,8 +271,14 @@ def main(argv):
   if not FLAGS.data or not FLAGS.out:
     raise app.UsageError("pass --data=SOURCE and --out=DIR")
   os.environ.setdefault("MPLBACKEND", "Agg")
-  run_eda(FLAGS.data, FLAGS.out, on_invalid=FLAGS.on_invalid, bucket_size=FLAGS.bucket_size,
-          n_clusters=FLAGS.clusters, n_sims=FLAGS.sims, seed=FLAGS.seed)
+  from luce.errors import LuceError
+  try:
+    run_eda(FLAGS.data, FLAGS.out, on_invalid=FLAGS.on_invalid, bucket_size=FLAGS.bucket_size,
+            n_clusters=FLAGS.clusters, n_sims=FLAGS.sims, seed=FLAGS.seed)
+  except LuceError as e:  # a bad source or invalid data: the message says what and where
+    print(f"luce-eda: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1
+  return 0
 
 
 def run():
