@@ -17,3 +17,4 @@ from luce.errors import (
 __version__ = "0.1.0"
 from luce.pl import pl_log_prob
 from luce.sampling import gumbel_noise, pl_sample
+from luce.fit import PLFit, fit_pl, listed_items
