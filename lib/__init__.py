@@ -18,3 +18,4 @@ __version__ = "0.1.0"
 from luce.pl import pl_log_prob
 from luce.sampling import gumbel_noise, pl_sample
 from luce.fit import PLFit, fit_pl, listed_items
+from luce._checks import checked

@@ -8,11 +8,46 @@ checks are skipped (see `luce.checked` for errors inside jit).
 
 from __future__ import annotations
 
+import contextvars
+import functools
+
 import numpy as np
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 
 from luce.errors import InputError, ShapeError
+
+
+# True while `checked` traces a function: value checks on tracers then become
+# checkify checks instead of being skipped.
+_CHECKIFY = contextvars.ContextVar("luce_checkify", default=False)
+
+
+def checked(fn):
+  """`fn` with luce's value checks working inside `jax.jit`.
+
+  Returns a function giving `(error, output)`, as `jax.experimental.checkify`
+  does: call `error.throw()` (or inspect `error.get()`) to surface the first
+  failed check, with the same message luce raises on concrete arrays (indices
+  are flat indices into the argument there).
+
+    err, lp = jax.jit(luce.checked(luce.pl_log_prob))(scores, ranking)
+    err.throw()
+  """
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    token = _CHECKIFY.set(True)
+    try:
+      return checkify.checkify(fn)(*args, **kwargs)
+    finally:
+      _CHECKIFY.reset(token)
+  return wrapper
+
+
+def _traced_check(ok, message, *args) -> None:
+  if _CHECKIFY.get():
+    checkify.check(ok, message, *args)
 
 
 def is_concrete(*xs) -> bool:
@@ -51,6 +86,9 @@ def int_array(x, name: str) -> jax.Array:
 def check_no_nan(x: jax.Array, name: str) -> None:
   """Raise InputError at the first NaN of a concrete float array."""
   if not is_concrete(x):
+    bad = jnp.isnan(x).reshape(-1)
+    _traced_check(~jnp.any(bad), f"{name} has NaN at flat index {{}}; scores must be real "
+                  f"numbers or -inf.", jnp.argmax(bad))
     return
   bad = np.isnan(np.asarray(x, dtype=np.float32))
   if bad.any():
@@ -66,6 +104,7 @@ def check_item_lists(items: jax.Array, n: int, name: str) -> None:
   appear twice in one list.
   """
   if not is_concrete(items):
+    _check_item_lists_traced(items, n, name)
     return
   a = np.asarray(items)
   if a.size == 0:
@@ -93,6 +132,37 @@ def check_item_lists(items: jax.Array, n: int, name: str) -> None:
     raise InputError(
         f"{name}{list(row)} lists item {item} twice (positions {pos}); an item "
         f"can be picked once per event.")
+
+
+def _check_item_lists_traced(items, n, name):
+  if not _CHECKIFY.get() or items.size == 0:
+    return
+  a = items.reshape(-1, items.shape[-1])
+  bad = ((a < -1) | (a >= n)).reshape(-1)
+  _traced_check(~jnp.any(bad), f"{name} at flat index {{}} holds {{}}, not an item id "
+                f"(0..{n - 1}, or -1 to pad the end).", jnp.argmax(bad), a.reshape(-1)[jnp.argmax(bad)])
+  pad = a < 0
+  hole = (pad[:, :-1] & ~pad[:, 1:]).any(axis=1)
+  _traced_check(~jnp.any(hole), f"{name} row {{}} has -1 before an item; -1 may only pad "
+                f"the end of a list.", jnp.argmax(hole))
+  s = jnp.sort(a, axis=-1)
+  dup = ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any(axis=1)
+  _traced_check(~jnp.any(dup), f"{name} row {{}} lists an item twice; an item can be picked "
+                f"once per event.", jnp.argmax(dup))
+
+
+def check_nonnegative(x, name: str) -> None:
+  """Raise InputError at the first negative or NaN entry of `x`."""
+  if not is_concrete(x):
+    bad = ~(x >= 0).reshape(-1)
+    _traced_check(~jnp.any(bad), f"{name} at flat index {{}} is {{}}; it must be ≥ 0.",
+                  jnp.argmax(bad), x.reshape(-1)[jnp.argmax(bad)])
+    return
+  a = np.asarray(x, np.float32)
+  bad = ~(a >= 0)
+  if bad.any():
+    idx = _where_first(bad)
+    raise InputError(f"{name}{list(idx)} = {a[idx]}; {name} must be ≥ 0.")
 
 
 def check_leading_shapes(a_shape, b_shape, a_name: str, b_name: str) -> None:

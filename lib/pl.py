@@ -6,7 +6,7 @@ import numpy as np
 import jax.numpy as jnp
 
 from luce import _checks
-from luce.errors import InputError, ShapeError
+from luce.errors import ShapeError
 from luce.kernels.pl_nll import pl_nll
 
 
@@ -79,11 +79,7 @@ def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto"):
       raise ShapeError(
           f"weights {w.shape} does not broadcast to the ranking's shape "
           f"{batch + (k,)}.") from None
-    if _checks.is_concrete(w):
-      bad = ~(np.asarray(w, np.float32) >= 0)
-      if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise InputError(f"weights{list(idx)} = {np.asarray(w)[idx]}; weights must be ≥ 0.")
+    _checks.check_nonnegative(w, "weights")
   _checks.check_no_nan(s, "scores")
   _checks.check_item_lists(r, n, "ranking")
 

@@ -280,3 +280,24 @@ def test_bad_input_raises_named_error(scores, ranking, kwargs, err, match):
 def test_errors_are_luce_errors():
   with pytest.raises(luce.LuceError):
     luce.pl_log_prob(np.zeros(3), np.array([1, 1]))
+
+
+def test_checked_raises_inside_jit():
+  f = jax.jit(luce.checked(luce.pl_log_prob))
+  s = jnp.array([0.0, 1.0, 2.0])
+  err, lp = f(s, jnp.array([2, 0, 1]))
+  assert err.get() is None
+  assert float(lp) == pytest.approx(float(luce.pl_log_prob(s, jnp.array([2, 0, 1]))))
+  err, _ = f(s, jnp.array([2, 2, 1]))
+  assert "lists an item twice" in err.get()
+  err, _ = f(s, jnp.array([2, 5, 1]))
+  assert "holds 5, not an item id" in err.get()
+  err, _ = f(s, jnp.array([-1, 0, 1]))
+  assert "-1 before an item" in err.get()
+  err, _ = f(jnp.array([0.0, jnp.nan, 1.0]), jnp.array([0, 1, 2]))
+  assert "scores has NaN at flat index 1" in err.get()
+  err, _ = jax.jit(luce.checked(lambda x, r, w: luce.pl_log_prob(x, r, weights=w)))(
+      s, jnp.array([0, 1, 2]), jnp.array([1.0, -2.0, 1.0]))
+  assert "weights at flat index 1 is -2.0" in err.get()
+  with pytest.raises(Exception, match="lists an item twice"):
+    f(s, jnp.array([1, 1, 0]))[0].throw()
