@@ -1,0 +1,150 @@
+"""Neural Plackett-Luce scorers: an encoder of each event's history, one score per item.
+
+Every model maps a batch (the arrays of `luce.data.model_arrays`) to float32[B, n]
+scores; the PL likelihood of the event runs over the available items only, so
+scores of unavailable items are ignored (the loss passes `where=available`).
+
+Encoders (`encoder=`):
+- "mlp": the same MLP on every item's features, its static embedding and the
+  event's calendar features (items do not see each other).
+- "transformer": a Transformer over time. Tokens are the last L events, each a
+  vector over all items (inclusion and rank score in that event, taken from the
+  `in_last_l` / `rank_last_l` features); the pooled context feeds the per-item MLP.
+- "itransformer": items as tokens (iTransformer): each token is an item's
+  history features plus its embedding; self-attention across the available
+  items of the event, so an item's score depends on its rivals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from luce.errors import ConfigError
+
+ENCODERS = ("mlp", "transformer", "itransformer")
+
+
+class MLP(nn.Module):
+  """`depth` Dense+GELU layers of width `hidden` (the last one without GELU when
+  `out` is given)."""
+  hidden: int
+  depth: int
+  out: int | None = None
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool = True):
+    for _ in range(self.depth):
+      x = nn.gelu(nn.Dense(self.hidden)(x))
+      x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    if self.out is not None:
+      x = nn.Dense(self.out)(x)
+    return x
+
+
+class AttentionBlock(nn.Module):
+  """Pre-norm Transformer block: self-attention then MLP, both residual."""
+  hidden: int
+  heads: int
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, mask=None, *, deterministic: bool = True):
+    y = nn.LayerNorm()(x)
+    y = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.hidden,
+                                        dropout_rate=self.dropout)(
+                                            y, y, mask=mask, deterministic=deterministic)
+    x = x + y
+    y = nn.LayerNorm()(x)
+    y = MLP(self.hidden * 2, 1, out=self.hidden)(y)
+    return x + nn.Dropout(self.dropout)(y, deterministic=deterministic)
+
+
+class PLScorer(nn.Module):
+  """History encoder + PL scorer head: float32[B, n] scores.
+
+  Attributes:
+    n_items: n, the catalog size.
+    encoder: one of ENCODERS.
+    hidden: width of every layer.
+    depth: MLP layers (mlp), or Transformer blocks (transformer, itransformer).
+    heads: attention heads.
+    embed_dim: size of each item's static embedding (0: none).
+    dropout: dropout rate in training.
+    history_columns: for "transformer", the indices of the item-feature
+      columns that hold the last L events, as (inclusion columns, rank columns)
+      with ranks possibly empty; see `history_columns`.
+
+  Input batch: `item_features` float[B, n, f], `event_features` float[B, g],
+  `available` bool[B, n].
+  """
+  n_items: int
+  encoder: str = "mlp"
+  hidden: int = 64
+  depth: int = 2
+  heads: int = 4
+  embed_dim: int = 16
+  dropout: float = 0.0
+  history_columns: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+
+  @nn.compact
+  def __call__(self, batch, *, deterministic: bool = True):
+    if self.encoder not in ENCODERS:
+      raise ConfigError(f"model.encoder={self.encoder!r}; valid: {', '.join(ENCODERS)}.")
+    item = jnp.asarray(batch["item_features"], jnp.float32)           # [B, n, f]
+    event = jnp.asarray(batch["event_features"], jnp.float32)         # [B, g]
+    available = batch["available"]                                    # [B, n]
+    b, n, _ = item.shape
+    parts = [item, jnp.broadcast_to(event[:, None, :], (b, n, event.shape[-1]))]
+    if self.embed_dim:
+      embedding = nn.Embed(self.n_items, self.embed_dim, name="item_embedding")(jnp.arange(n))
+      parts.append(jnp.broadcast_to(embedding[None], (b, n, self.embed_dim)))
+
+    if self.encoder == "transformer":
+      parts.append(jnp.broadcast_to(self._time_context(item, event, deterministic)[:, None, :],
+                                    (b, n, self.hidden)))
+    x = jnp.concatenate(parts, axis=-1)
+
+    if self.encoder == "itransformer":
+      x = nn.Dense(self.hidden)(x)
+      # Items attend to the available items of their event only.
+      mask = (available[:, None, None, :] & available[:, None, :, None])
+      for _ in range(self.depth):
+        x = AttentionBlock(self.hidden, self.heads, self.dropout)(x, mask, deterministic=deterministic)
+      x = nn.LayerNorm()(x)
+      scores = nn.Dense(1)(nn.gelu(nn.Dense(self.hidden)(x)))[..., 0]
+    else:
+      scores = MLP(self.hidden, self.depth, out=1, dropout=self.dropout)(
+          x, deterministic=deterministic)[..., 0]
+    if self.embed_dim:
+      # A per-item bias: the static PL strength the features refine.
+      scores = scores + self.param("item_bias", nn.initializers.zeros, (self.n_items,))[None, :n]
+    return scores
+
+  def _time_context(self, item, event, deterministic):
+    """float32[B, hidden]: a Transformer over the last L events' item vectors."""
+    inclusion, ranks = self.history_columns
+    if not inclusion:
+      raise ConfigError("model.encoder='transformer' needs the in_last_l history features; set "
+                        "data.features.last >= 1.")
+    steps = [item[:, :, list(cols)] for cols in ((inclusion,) + ((ranks,) if ranks else ()))]
+    tokens = jnp.concatenate(steps, axis=1)                           # [B, n*c, L]
+    tokens = jnp.swapaxes(tokens, 1, 2)                               # [B, L, n*c]: token l = event t-1-l
+    x = nn.Dense(self.hidden)(tokens)
+    position = self.param("time_position", nn.initializers.normal(0.02), (len(inclusion), self.hidden))
+    x = x + position[None]
+    for _ in range(self.depth):
+      x = AttentionBlock(self.hidden, self.heads, self.dropout)(x, deterministic=deterministic)
+    return nn.LayerNorm()(x).mean(axis=1)
+
+
+def history_columns(item_names: Sequence[str]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """(indices of `in_last_1..L`, indices of `rank_last_1..L`) in the feature names."""
+  def find(prefix):
+    cols = sorted(((int(name[len(prefix):]), i) for i, name in enumerate(item_names)
+                   if name.startswith(prefix)))
+    return tuple(i for _, i in cols)
+  return find("in_last_"), find("rank_last_")

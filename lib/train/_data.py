@@ -1,0 +1,145 @@
+"""From a config's `data` section to the arrays of each split, the baselines and the oracle."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+
+import luce.data
+from luce import baselines as baselines_lib
+from luce.errors import ConfigError
+from luce.models import synthetic_pl
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass
+class Prepared:
+  """One data set ready for training and evaluation.
+
+  Attributes:
+    table: the full EventTable, time-ordered.
+    kind: "ranking" or "set".
+    n_items: n.
+    data_hash: the table's content hash (what a checkpoint is bound to).
+    bounds: (0, a, b, m): train = [0, a), valid = [a, b), test = [b, m).
+    arrays: split -> name -> array (BATCH_KEYS of luce.train), leading axis events.
+    item_names: names of the item feature columns.
+    oracle: float32[m, n] generating scores (synthetic data) or None.
+  """
+  table: luce.data.EventTable
+  kind: str
+  n_items: int
+  data_hash: str
+  bounds: tuple[int, int, int, int]
+  arrays: dict
+  item_names: tuple[str, ...]
+  oracle: np.ndarray | None
+
+  def split_range(self, split: str) -> range:
+    if split not in SPLITS:
+      raise ConfigError(f"split={split!r}; valid: {', '.join(SPLITS)}.")
+    a, b, c, d = self.bounds
+    return {"train": range(a, b), "valid": range(b, c), "test": range(c, d)}[split]
+
+
+def _cut(times: np.ndarray, value: str, name: str) -> int:
+  """Index of the first event at or after `value` (a date or an integer step)."""
+  try:
+    if np.issubdtype(times.dtype, np.datetime64):
+      at = np.datetime64(value, "s")
+    else:
+      at = int(value)
+  except ValueError:
+    raise ConfigError(f"data.{name}={value!r}: write an ISO date (YYYY-MM-DD) for dated events or "
+                      f"an integer step.") from None
+  return int(np.searchsorted(times, at, side="left"))
+
+
+def split_bounds(table, data_config) -> tuple[int, int, int, int]:
+  m = len(table)
+  if bool(data_config.valid_from) != bool(data_config.test_from):
+    raise ConfigError("data.valid_from and data.test_from go together: set both (dates or steps) "
+                      "or neither (then data.split's fractions cut the events).")
+  if data_config.valid_from:
+    times = table.times()
+    a = _cut(times, data_config.valid_from, "valid_from")
+    b = _cut(times, data_config.test_from, "test_from")
+    if not 0 < a < b < m:
+      raise ConfigError(f"data.valid_from={data_config.valid_from!r}, test_from="
+                        f"{data_config.test_from!r} cut {m} events at {a} and {b}: each split "
+                        f"needs at least one event (times run {times[0]} .. {times[-1]}).")
+    return (0, a, b, m)
+  bounds = luce.data.split_by_time(table, tuple(data_config.split)).bounds
+  if not bounds[0] < bounds[1] < bounds[2] < bounds[3]:
+    raise ConfigError(f"data.split={tuple(data_config.split)} leaves a split of the {m} events "
+                      f"empty (bounds {bounds}).")
+  return bounds
+
+
+def load_table(data_config):
+  """(EventTable, oracle scores or None) for `data.source`."""
+  if data_config.source == "synthetic":
+    s = data_config.synthetic
+    drawn = synthetic_pl(n_items=s.n_items, k=s.k, n_events=s.n_events, kind=s.kind,
+                         item_spread=s.item_spread, momentum=s.momentum,
+                         rank_momentum=s.rank_momentum, seed=s.seed)
+    return drawn.table, drawn.scores
+  return luce.data.read(data_config.source), None
+
+
+def prepare(config) -> Prepared:
+  """Read, featurise and split the data of `config.data`."""
+  table, oracle = load_table(config.data)
+  kind = table.kind
+  if kind not in ("ranking", "set"):
+    raise ConfigError(f"{config.data.source}: the table mixes rankings and sets; train on one kind.")
+  f = config.data.features
+  features = luce.data.build_features(table, luce.data.FeatureConfig(
+      last=f.last, horizons=tuple(f.horizons), since_last=f.since_last, calendar=f.calendar,
+      static=f.static))
+  full = luce.data.model_arrays(table, features)
+  if features.static.shape[1]:
+    # Catalog features are per item: append them to every event's item features.
+    static = np.broadcast_to(features.static[None], (len(table),) + features.static.shape)
+    full["item_features"] = np.concatenate([full["item_features"], static.astype(np.float32)], axis=2)
+  names = features.item_names + features.static_names
+  full["item_features"] = full["item_features"].astype(np.float32)
+  bounds = split_bounds(table, config.data)
+  keys = ("items", "available", "weights", "item_features", "event_features")
+  arrays = {}
+  for split, (lo, hi) in zip(SPLITS, zip(bounds[:-1], bounds[1:])):
+    arrays[split] = {k: full[k][lo:hi] for k in keys}
+  arrays["all"] = {k: full[k] for k in keys}
+  return Prepared(table, kind, table.n_items, data_hash(table), bounds, arrays, names, oracle)
+
+
+def data_hash(table) -> str:
+  """The table's content hash; for tables whose context columns
+  `EventTable.content_hash` cannot hash yet (fixed-size lists, e.g. the prices
+  reader's `ctx_returns`), a sha256 of what training reads: times, kinds,
+  items, availability, weights and the catalog labels."""
+  try:
+    return table.content_hash
+  except ValueError:
+    h = hashlib.sha256(b"luce.train fallback hash v1")
+    for array in (table.times().astype(np.int64), table.items_array(), table.lengths(),
+                  table.available_mask(), table.weights()):
+      h.update(str(array.shape).encode())
+      h.update(np.ascontiguousarray(array).tobytes())
+    h.update(json.dumps(table.events.column("kind").to_pylist()).encode())
+    h.update(table.catalog.to_json().encode())
+    return h.hexdigest()
+
+
+def baseline_scores(prepared: Prepared, config) -> dict[str, np.ndarray]:
+  """name -> float32[m, n] scores of every event for each configured baseline."""
+  b = config.baselines
+  items, available = prepared.arrays["all"]["items"], prepared.arrays["all"]["available"]
+  n_train = prepared.bounds[1]
+  return {name: baselines_lib.baseline_scores(name, items, available, n_train, prepared.kind,
+                                              half_life=b.recency_half_life, prior=b.static_prior)
+          for name in b.names}
