@@ -1,0 +1,503 @@
+// Plackett-Luce NLL of ordered top-k lists: native CPU kernels for the XLA FFI.
+//
+// Math (one row; see kernels/pl_nll/xla.py for the derivation):
+//   x_i   = s_i if item i is available (where[i] and s_i > -inf), else -inf
+//   M     = max_i x_i,  e_i = exp(x_i - M),  E_U = sum of e_i over items never picked
+//   S_j   = E_U + sum_{l >= j, valid} e_{pi_l}         (suffix sums)
+//   D_j   = M + log S_j,  t_j = D_j - x_{pi_j},  NLL = sum_j w_j t_j
+//   P_m   = sum_{j <= m, valid} w_j / S_j               (prefix sums)
+//   dNLL/ds_i = e_i P_pos(i) - w_pos(i),  dNLL/dw_j = t_j
+// where an item never picked sees all stages (P_last, w = 0).
+//
+// Two handlers:
+//   LucePlNll      -> nll[B]                                (primal only)
+//   LucePlNllGrad  -> nll[B], dnll/ds[B, n], dnll/dw[B, k]   (for the VJP)
+// The gradient is the unit-cotangent gradient: the forward already holds every
+// e_i in L1, so computing the gradient there costs one multiply per item,
+// where a separate backward would redo n exps. The caller's backward scales
+// both by the cotangent.
+//
+// Fast path: one shift by M, sums of positive terms (suffix and prefix scans
+// in double), vectorized exp/log (GCC vector extensions; 16 floats a vector).
+// Exact as long as every picked score is within kSafeRange nats of M (then
+// S_j >= e^-60 and nothing that matters underflows). Any other row takes the
+// exact path: running-max log-sum-exp scans in double, any finite scores.
+//
+// Inputs: scores f32[..., n], ranking s32[..., k] (-1 or any id outside [0, n)
+// is a pad), where pred[..., n] or an empty array (all available), weights
+// f32[..., k] or an empty array (all ones). Leading axes are flattened into
+// rows (so vmap's broadcast_all batching needs nothing special).
+// Rows are split over XLA's intra-op thread pool when there is enough work.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+typedef double vd __attribute__((vector_size(64)));  // 8 doubles
+typedef int64_t vl __attribute__((vector_size(64)));
+
+constexpr float kSafeRange = 60.0f;
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+inline vf Load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void Store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+inline vf Splat(float x) { return vf{} + x; }
+
+// exp(x) for x <= 0 (always score - max here); 0 below -87.3 and for -inf.
+// Cephes expf: Cody-Waite reduction, degree-6 polynomial, ~1 ulp.
+inline vf ExpNeg(vf x) {
+  vi tiny = x < Splat(-87.3f);
+  vf xc = tiny ? Splat(-87.3f) : x;
+  vf fn = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  vf r = xc - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  vf z = r * r;
+  vf p = Splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * z + r + 1.0f;
+  vi n = __builtin_convertvector(fn, vi);
+  vf scale = (vf)((n + 127) << 23);
+  vf y = p * scale;
+  return tiny ? Splat(0.0f) : y;
+}
+
+// log(x) for positive normal x. Cephes logf, ~1 ulp.
+inline vf LogPos(vf x) {
+  vi bits = (vi)x;
+  vi e = ((bits >> 23) & 0xff) - 127;
+  vf m = (vf)((bits & 0x7fffff) | 0x3f800000);  // [1, 2)
+  vi big = m > Splat(1.41421356237f);
+  m = big ? m * 0.5f : m;
+  e = e - big;  // big is -1 where true
+  vf f = m - 1.0f;
+  vf z = f * f;
+  vf y = Splat(7.0376836292e-2f);
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  vf fe = __builtin_convertvector(e, vf);
+  y = y + fe * -2.12194440e-4f;
+  y = y - z * 0.5f;
+  vf res = f + y;
+  return res + fe * 0.693359375f;
+}
+
+inline float HMax(vf v) {
+  float m = v[0];
+  for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]);
+  return m;
+}
+inline double HSum(vf v) {
+  double a = 0.0;
+  for (int i = 0; i < kLanes; ++i) a += v[i];
+  return a;
+}
+
+// In-register scans of 8 doubles.
+inline vd SuffixScan8(vd v) {
+  const vd z{};
+  v += __builtin_shuffle(v, z, vl{1, 2, 3, 4, 5, 6, 7, 8});
+  v += __builtin_shuffle(v, z, vl{2, 3, 4, 5, 6, 7, 8, 8});
+  v += __builtin_shuffle(v, z, vl{4, 5, 6, 7, 8, 8, 8, 8});
+  return v;
+}
+inline vd PrefixScan8(vd v) {
+  const vd z{};
+  v += __builtin_shuffle(v, z, vl{8, 0, 1, 2, 3, 4, 5, 6});
+  v += __builtin_shuffle(v, z, vl{8, 8, 0, 1, 2, 3, 4, 5});
+  v += __builtin_shuffle(v, z, vl{8, 8, 8, 8, 0, 1, 2, 3});
+  return v;
+}
+inline vd LoadD8(const float* p) {
+  typedef float vf8 __attribute__((vector_size(32)));
+  vf8 h;
+  std::memcpy(&h, p, sizeof(h));
+  return __builtin_convertvector(h, vd);
+}
+inline void StoreD8(double* p, vd v) { std::memcpy(p, &v, sizeof(v)); }
+inline vd LoadDD8(const double* p) {
+  vd v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+struct Scratch {
+  std::vector<float> x;    // [np] available scores, picks removed; then e_i
+  std::vector<float> xp;   // [kp] picked scores (-inf for pads)
+  std::vector<float> ep;   // [kp] e of the picks
+  std::vector<float> t;    // [kp] stage terms t_j
+  std::vector<float> wv;   // [kp] weights (0 for pads)
+  std::vector<double> sd;  // [kp] suffix sums S_j; then prefix sums P_j
+  void Fit(int64_t np, int64_t kp) {
+    if ((int64_t)x.size() < np) x.resize(np);
+    if ((int64_t)xp.size() < kp) {
+      xp.resize(kp);
+      ep.resize(kp);
+      t.resize(kp);
+      wv.resize(kp);
+      sd.resize(kp);
+    }
+  }
+};
+
+struct Row {
+  const float* s;
+  const int32_t* r;
+  const bool* where;  // null: all available
+  const float* w;     // null: all ones
+  float* nll;
+  float* gs;  // null: no gradient
+  float* gw;
+};
+
+void Zero(const Row& row, int64_t n, int64_t k, float nll) {
+  *row.nll = nll;
+  if (row.gs) {
+    std::fill(row.gs, row.gs + n, 0.0f);
+    std::fill(row.gw, row.gw + k, 0.0f);
+  }
+}
+
+// Exact path: running-max log-sum-exp scans in double. x holds the available
+// scores of the items never picked (-inf elsewhere), xp the picked scores.
+void RowExact(const Row& row, int64_t n, int64_t k, Scratch& sc) {
+  const float* x = sc.x.data();
+  const float* xp = sc.xp.data();
+  const float* wv = sc.wv.data();
+  double* d = sc.sd.data();  // D_j
+  const double ninf = -std::numeric_limits<double>::infinity();
+  double mu = ninf;
+  for (int64_t i = 0; i < n; ++i) mu = std::max(mu, (double)x[i]);
+  double m = mu, a = 0.0;
+  if (mu > ninf) {
+    for (int64_t i = 0; i < n; ++i) a += std::exp((double)x[i] - mu);
+  }
+  double nll = 0.0;
+  for (int64_t j = k - 1; j >= 0; --j) {
+    double v = xp[j];
+    if (v == ninf) {  // pad (impossible rows never get here)
+      d[j] = 0.0;
+      continue;
+    }
+    if (a == 0.0) {
+      m = v;
+      a = 1.0;
+    } else if (v > m) {
+      a = a * std::exp(m - v) + 1.0;
+      m = v;
+    } else {
+      a += std::exp(v - m);
+    }
+    d[j] = m + std::log(a);
+    nll += wv[j] * (d[j] - v);
+  }
+  *row.nll = (float)nll;
+  if (!row.gs) return;
+  // C_j = log sum_{l <= j} w_l exp(-D_l), by a running max.
+  double cm = ninf, ca = 0.0;
+  for (int64_t j = 0; j < k; ++j) {
+    double v = xp[j];
+    if (v == ninf) {
+      row.gw[j] = 0.0f;
+      continue;
+    }
+    row.gw[j] = (float)(d[j] - v);
+    if (wv[j] > 0.0f) {
+      double tau = std::log((double)wv[j]) - d[j];
+      if (ca == 0.0) {
+        cm = tau;
+        ca = 1.0;
+      } else if (tau > cm) {
+        ca = ca * std::exp(cm - tau) + 1.0;
+        cm = tau;
+      } else {
+        ca += std::exp(tau - cm);
+      }
+    }
+    // Store C_j over D_j (no longer needed once gw is written).
+    d[j] = ca > 0.0 ? cm + std::log(ca) : ninf;
+  }
+  double clast = ca > 0.0 ? cm + std::log(ca) : ninf;
+  for (int64_t i = 0; i < n; ++i) {
+    double v = x[i];
+    row.gs[i] = (v == ninf || clast == ninf) ? 0.0f : (float)std::exp(v + clast);
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    double v = xp[j];
+    if (v == ninf) continue;
+    double g = d[j] == ninf ? 0.0 : std::exp(v + d[j]);
+    row.gs[row.r[j]] = (float)(g - wv[j]);
+  }
+}
+
+void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
+  const int64_t np = RoundUp(n, kLanes), kp = RoundUp(k, kLanes);
+  sc.Fit(np, kp);
+  float* x = sc.x.data();
+  float* xp = sc.xp.data();
+  float* ep = sc.ep.data();
+  float* tt = sc.t.data();
+  float* wv = sc.wv.data();
+  double* sd = sc.sd.data();
+
+  // 1. Available scores and their max.
+  if (row.where) {
+    for (int64_t i = 0; i < n; ++i) x[i] = row.where[i] ? row.s[i] : -kInf;
+  } else {
+    std::memcpy(x, row.s, n * sizeof(float));
+  }
+  for (int64_t i = n; i < np; ++i) x[i] = -kInf;
+  vf vmax = Splat(-kInf);
+  for (int64_t i = 0; i < np; i += kLanes) {
+    vf v = Load(x + i);
+    vmax = v > vmax ? v : vmax;
+  }
+  const float top = HMax(vmax);
+
+  // 2. Picks: gather, then remove them from x (x keeps the never-picked set).
+  bool any = false, impossible = false;
+  float low = kInf;
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t id = row.r[j];
+    if (id < 0 || id >= n) {
+      xp[j] = -kInf;
+      wv[j] = 0.0f;
+      continue;
+    }
+    float v = x[id];
+    xp[j] = v;
+    wv[j] = row.w ? row.w[j] : 1.0f;
+    x[id] = -kInf;
+    any = true;
+    impossible |= (v == -kInf);
+    low = std::min(low, v);
+  }
+  for (int64_t j = k; j < kp; ++j) {
+    xp[j] = -kInf;
+    wv[j] = 0.0f;
+  }
+  if (impossible) return Zero(row, n, k, kInf);
+  if (!any) return Zero(row, n, k, 0.0f);
+  if (low - top < -kSafeRange) return RowExact(row, n, k, sc);
+
+  // 3. e_i = exp(x_i - M) in place; E_U = sum over the never-picked items.
+  const vf vtop = Splat(top);
+  vf acc0 = Splat(0.0f), acc1 = Splat(0.0f);
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= np; i += 2 * kLanes) {
+    vf e0 = ExpNeg(Load(x + i) - vtop);
+    vf e1 = ExpNeg(Load(x + i + kLanes) - vtop);
+    Store(x + i, e0);
+    Store(x + i + kLanes, e1);
+    acc0 += e0;
+    acc1 += e1;
+  }
+  for (; i < np; i += kLanes) {
+    vf e0 = ExpNeg(Load(x + i) - vtop);
+    Store(x + i, e0);
+    acc0 += e0;
+  }
+  const double eu = HSum(acc0) + HSum(acc1);
+  for (int64_t j = 0; j < kp; j += kLanes) Store(ep + j, ExpNeg(Load(xp + j) - vtop));
+
+  // 4. Suffix sums S_j = E_U + sum_{l >= j} e_{pi_l}, 8 doubles at a time.
+  vd carry = vd{} + eu;
+  for (int64_t j = kp - 8; j >= 0; j -= 8) {
+    vd v = SuffixScan8(LoadD8(ep + j)) + carry;
+    StoreD8(sd + j, v);
+    carry = vd{} + v[0];
+  }
+
+  // 5. log S_j, stage terms t_j, the NLL and w_j / S_j.
+  vf nacc = Splat(0.0f);
+  for (int64_t j = 0; j < kp; j += kLanes) {
+    vd lo = LoadDD8(sd + j), hi = LoadDD8(sd + j + 8);
+    typedef float vf8 __attribute__((vector_size(32)));
+    vf8 flo = __builtin_convertvector(lo, vf8), fhi = __builtin_convertvector(hi, vf8);
+    vf sv;
+    std::memcpy(&sv, &flo, 32);
+    std::memcpy(reinterpret_cast<char*>(&sv) + 32, &fhi, 32);
+    vf xv = Load(xp + j);
+    vi pad = xv == Splat(-kInf);
+    sv = pad ? Splat(1.0f) : sv;
+    vf t = LogPos(sv) - (xv - vtop);
+    t = pad ? Splat(0.0f) : t;
+    Store(tt + j, t);
+    vf wj = Load(wv + j);
+    nacc += wj * t;
+    if (row.gs) Store(xp + j, pad ? Splat(0.0f) : wj / sv);  // xp no longer needed
+  }
+  *row.nll = (float)HSum(nacc);
+  if (!row.gs) return;
+
+  // 6. Prefix sums P_j of w_j / S_j (over xp), 8 doubles at a time.
+  vd pc = vd{};
+  for (int64_t j = 0; j < kp; j += 8) {
+    vd v = PrefixScan8(LoadD8(xp + j)) + pc;
+    StoreD8(sd + j, v);
+    pc = vd{} + v[7];
+  }
+  const float plast = (float)pc[0];
+
+  // 7. Gradient: e_i P_last for the never picked (e is 0 at picks), then picks.
+  const vf vp = Splat(plast);
+  float* gs = row.gs;
+  int64_t nv = n / kLanes * kLanes;
+  for (i = 0; i < nv; i += kLanes) Store(gs + i, Load(x + i) * vp);
+  for (; i < n; ++i) gs[i] = x[i] * plast;
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t id = row.r[j];
+    if (id < 0 || id >= n) {
+      row.gw[j] = 0.0f;
+      continue;
+    }
+    row.gw[j] = tt[j];
+    gs[id] = (float)(ep[j] * sd[j]) - wv[j];
+  }
+}
+
+// Runs fn(lo, hi) over [0, rows) in blocks, on the calling thread and the
+// intra-op pool. Blocks are claimed from an atomic counter, so a pool task
+// that starts late finds nothing to do and never touches fn.
+template <typename F>
+void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t cost_per_row, const F& fn) {
+  constexpr int64_t kMinCost = 1 << 16;  // elements of work worth a task
+  int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  int64_t total = rows * std::max<int64_t>(cost_per_row, 1);
+  int64_t tasks = std::min<int64_t>({threads, rows, std::max<int64_t>(1, total / kMinCost)});
+  if (tasks <= 1) {
+    fn(0, rows);
+    return;
+  }
+  // A few blocks per task balances rows that take the exact path.
+  int64_t nblocks = std::min<int64_t>(rows, tasks * 4);
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto shared = std::make_shared<Shared>();
+  const F* f = &fn;
+  auto work = [shared, f, rows, nblocks]() {
+    for (;;) {
+      int64_t b = shared->next.fetch_add(1, std::memory_order_relaxed);
+      if (b >= nblocks) return;
+      (*f)(rows * b / nblocks, rows * (b + 1) / nblocks);
+      shared->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t t = 1; t < tasks; ++t) pool.Schedule(decltype(work)(work));
+  work();
+  while (shared->done.load(std::memory_order_acquire) < nblocks) std::this_thread::yield();
+}
+
+template <bool kGrad>
+ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scores, ffi::Buffer<ffi::S32> ranking,
+               ffi::AnyBuffer where, ffi::Buffer<ffi::F32> weights, float* nll, float* gs,
+               float* gw, int64_t nll_count, int64_t gs_count, int64_t gw_count) {
+  auto sd = scores.dimensions();
+  auto rd = ranking.dimensions();
+  if (sd.size() < 1 || rd.size() < 1) return ffi::Error::InvalidArgument("pl_nll: rank-0 input");
+  const int64_t n = sd.back(), k = rd.back();
+  const int64_t cells = scores.element_count();
+  const int64_t rows = n > 0 ? cells / n : 0;
+  if ((int64_t)ranking.element_count() != rows * k || nll_count != rows)
+    return ffi::Error::InvalidArgument("pl_nll: scores, ranking and output rows differ");
+  const bool has_where = where.element_count() > 0;
+  const bool has_w = weights.element_count() > 0;
+  if (has_where && ((int64_t)where.element_count() != cells ||
+                    where.element_type() != ffi::DataType::PRED))
+    return ffi::Error::InvalidArgument("pl_nll: where must be pred with the shape of scores");
+  if (has_w && (int64_t)weights.element_count() != rows * k)
+    return ffi::Error::InvalidArgument("pl_nll: weights must have the shape of ranking");
+  if (kGrad && (gs_count != cells || gw_count != rows * k))
+    return ffi::Error::InvalidArgument("pl_nll: gradient outputs have the wrong shape");
+  if (rows == 0) return ffi::Error::Success();
+  const float* s = scores.typed_data();
+  const int32_t* r = ranking.typed_data();
+  const bool* wh = has_where ? reinterpret_cast<const bool*>(where.untyped_data()) : nullptr;
+  const float* w = has_w ? weights.typed_data() : nullptr;
+  if (n == 0) {  // k <= n upstream; still, write every output
+    std::fill(nll, nll + rows, 0.0f);
+    if (kGrad) std::fill(gw, gw + rows * k, 0.0f);
+    return ffi::Error::Success();
+  }
+  ParallelRows(pool, rows, n + 2 * k, [&](int64_t lo, int64_t hi) {
+    thread_local Scratch sc;
+    for (int64_t b = lo; b < hi; ++b) {
+      Row row{s + b * n, r + b * k, wh ? wh + b * n : nullptr, w ? w + b * k : nullptr,
+              nll + b, kGrad ? gs + b * n : nullptr, kGrad ? gw + b * k : nullptr};
+      DoRow(row, n, k, sc);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error PlNll(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scores, ffi::Buffer<ffi::S32> ranking,
+                 ffi::AnyBuffer where, ffi::Buffer<ffi::F32> weights,
+                 ffi::ResultBuffer<ffi::F32> nll) {
+  return Run<false>(pool, scores, ranking, where, weights, nll->typed_data(), nullptr, nullptr,
+                    nll->element_count(), 0, 0);
+}
+
+ffi::Error PlNllGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scores,
+                     ffi::Buffer<ffi::S32> ranking, ffi::AnyBuffer where,
+                     ffi::Buffer<ffi::F32> weights, ffi::ResultBuffer<ffi::F32> nll,
+                     ffi::ResultBuffer<ffi::F32> gs, ffi::ResultBuffer<ffi::F32> gw) {
+  return Run<true>(pool, scores, ranking, where, weights, nll->typed_data(), gs->typed_data(),
+                   gw->typed_data(), nll->element_count(), gs->element_count(),
+                   gw->element_count());
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LucePlNll, PlNll,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LucePlNllGrad, PlNllGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
