@@ -11,7 +11,8 @@ import pytest
 import luce
 from luce.errors import InputError, ShapeError
 
-IMPLS = ["xla", "reference"]
+IMPLS = ["xla", "reference"] + (
+    ["cpu"] if __import__("luce.kernels.pl_nll.cpu_ffi").kernels.pl_nll.cpu_ffi.available() else [])
 
 
 # ---------------------------------------------------------------- references
