@@ -10,7 +10,7 @@ from luce.errors import ShapeError
 from luce.kernels.pl_nll import pl_nll
 
 
-def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto"):
+def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto", interpret=False):
   r"""Log-probability of ordered top-k lists under Plackett-Luce.
 
   With scores s, picks π_1..π_k (best first) and U the available items never
@@ -35,7 +35,10 @@ def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto"):
       nor in U.
     weights: float[..., k] or None, ≥ 0: weight of each stage's term (e.g. a
       position discount). Pass weights[..., None] for one weight per list.
-    impl: "auto" | "xla" | "reference" (see `luce.kernels.pl_nll`).
+    impl: "auto" | "xla" | "pallas" | "reference" (see `luce.kernels.pl_nll`);
+      "auto" is Pallas on GPU/TPU and XLA on CPU.
+    interpret: run the Pallas kernels in Pallas' interpreter (impl="pallas"
+      only), so they run on CPU too.
 
   Returns:
     float32[...] log-probabilities (0 for an all-padding list, −inf for a list
@@ -88,5 +91,5 @@ def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto"):
   flat_r = jnp.broadcast_to(r, batch + (k,)).reshape(bsz, k)
   flat_m = None if m is None else jnp.broadcast_to(m, batch + (n,)).reshape(bsz, n)
   flat_w = None if w is None else jnp.broadcast_to(w, batch + (k,)).reshape(bsz, k)
-  nll = pl_nll(flat_s, flat_r, flat_m, flat_w, impl=impl)
+  nll = pl_nll(flat_s, flat_r, flat_m, flat_w, impl=impl, interpret=interpret)
   return (-nll).reshape(batch)

@@ -1,12 +1,15 @@
 """Plackett-Luce negative log-likelihood of ordered top-k lists.
 
-`pl_nll(scores, ranking, where, weights, impl=...)` dispatches to:
+`pl_nll(scores, ranking, where, weights, impl=..., interpret=...)` dispatches to:
   - "reference": `reference.pl_nll_reference`, pure jnp, O(n·k), autodiff.
-  - "xla": `xla.pl_nll_xla`, O(n + k) with a closed-form custom VJP.
+  - "xla": `xla.pl_nll_xla`, O(n + k) with a closed-form custom VJP, tuned
+    for XLA on CPU.
+  - "pallas": `pallas.pl_nll_pallas`, the same math with the scans as Pallas
+    kernels (GPU and TPU; `interpret=True` runs them on CPU).
   - "cpu": `cpu_ffi.pl_nll_cpu`, a native C++ kernel through the XLA FFI
     (CPU backend only; built on first use, XLA when it cannot be built).
-  - "auto": the fastest implementation for the default backend: on CPU the
-    native kernel when it is available, else XLA.
+  - "auto": Pallas on GPU and TPU; on CPU the native kernel when it is
+    available, else XLA.
 All take flat batches: scores float[B, n], ranking int32[B, k].
 """
 
@@ -18,26 +21,41 @@ import jax
 
 from luce.errors import InputError
 from luce.kernels.pl_nll import cpu_ffi
+from luce.kernels.pl_nll.pallas import pl_nll_pallas
 from luce.kernels.pl_nll.reference import pl_nll_reference
 from luce.kernels.pl_nll.xla import pl_nll_xla
 
-IMPLS = ("auto", "reference", "xla", "cpu")
+IMPLS = ("auto", "reference", "xla", "pallas", "cpu")
 
 
-def pl_nll(scores, ranking, where=None, weights=None, *, impl="auto"):
-  """−log P(ranking | scores) per row; see the module docstring for `impl`."""
+def resolve_impl(impl: str) -> str:
+  """The implementation "auto" stands for on the default backend."""
   if impl not in IMPLS:
     raise InputError(f"impl={impl!r} is not one of {IMPLS}.")
-  if impl == "auto":
-    impl = "cpu" if jax.default_backend() == "cpu" and cpu_ffi.available() else "xla"
-  return _pl_nll_jit(scores, ranking, where, weights, impl)
+  if impl != "auto":
+    return impl
+  backend = jax.default_backend()
+  if backend in ("gpu", "tpu"):
+    return "pallas"
+  return "cpu" if backend == "cpu" and cpu_ffi.available() else "xla"
+
+
+def pl_nll(scores, ranking, where=None, weights=None, *, impl="auto", interpret=False):
+  """−log P(ranking | scores) per row; see the module docstring for `impl`."""
+  impl = resolve_impl(impl)
+  if interpret and impl != "pallas":
+    raise InputError(f"interpret=True runs Pallas kernels only; it needs impl='pallas', "
+                     f"not {impl!r}.")
+  return _pl_nll_jit(scores, ranking, where, weights, impl, bool(interpret))
 
 
 # Jitted once per shape, so eager callers pay one compile, not one per op.
-@functools.partial(jax.jit, static_argnums=(4,))
-def _pl_nll_jit(scores, ranking, where, weights, impl):
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _pl_nll_jit(scores, ranking, where, weights, impl, interpret):
   if impl == "reference":
     return pl_nll_reference(scores, ranking, where, weights)
+  if impl == "pallas":
+    return pl_nll_pallas(scores, ranking, where, weights, interpret=interpret)
   if impl == "cpu":
     return cpu_ffi.pl_nll_cpu(scores, ranking, where, weights)
   return pl_nll_xla(scores, ranking, where, weights)

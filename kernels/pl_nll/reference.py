@@ -38,7 +38,13 @@ def pl_nll_reference(scores, ranking, where=None, weights=None):
   onehot = (safe[..., :, None] == jnp.arange(n)) & valid[..., :, None]
   before = jnp.cumsum(onehot, axis=-2) - onehot
   still_in = before == 0
-  denom = jax.nn.logsumexp(jnp.where(still_in, s[..., None, :], -jnp.inf), axis=-1)
-  term = jnp.where(valid, w * (denom - picked_score), 0.0)
+  # Pads (and picks of unavailable items) are masked before anything is
+  # differentiated, so no −inf − (−inf) or empty log-sum-exp reaches the
+  # gradient.
+  ok = valid & (picked_score > -jnp.inf)
+  race = jnp.where(still_in, s[..., None, :], -jnp.inf)
+  denom = jax.nn.logsumexp(jnp.where(ok[..., None], race, 0.0), axis=-1)
+  stage = jnp.where(ok, denom - jnp.where(ok, picked_score, 0.0), 0.0)
+  impossible = jnp.any(valid & (picked_score == -jnp.inf), axis=-1)
   del k
-  return jnp.sum(term, axis=-1)
+  return jnp.where(impossible, jnp.inf, jnp.sum(w * stage, axis=-1))
