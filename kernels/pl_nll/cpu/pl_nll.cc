@@ -41,6 +41,10 @@
 
 #include "xla/ffi/api/ffi.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace ffi = xla::ffi;
 
 namespace {
@@ -123,50 +127,84 @@ inline double HSum(vf v) {
   return a;
 }
 
-// In-register scans of 8 doubles.
-inline vd SuffixScan8(vd v) {
-  const vd z{};
-  v += __builtin_shuffle(v, z, vl{1, 2, 3, 4, 5, 6, 7, 8});
-  v += __builtin_shuffle(v, z, vl{2, 3, 4, 5, 6, 7, 8, 8});
-  v += __builtin_shuffle(v, z, vl{4, 5, 6, 7, 8, 8, 8, 8});
-  return v;
-}
-inline vd PrefixScan8(vd v) {
-  const vd z{};
-  v += __builtin_shuffle(v, z, vl{8, 0, 1, 2, 3, 4, 5, 6});
-  v += __builtin_shuffle(v, z, vl{8, 8, 0, 1, 2, 3, 4, 5});
-  v += __builtin_shuffle(v, z, vl{8, 8, 8, 8, 0, 1, 2, 3});
-  return v;
-}
-inline vd LoadD8(const float* p) {
+inline vf ToFloat16(vd lo, vd hi) {
   typedef float vf8 __attribute__((vector_size(32)));
-  vf8 h;
-  std::memcpy(&h, p, sizeof(h));
-  return __builtin_convertvector(h, vd);
+  vf8 a = __builtin_convertvector(lo, vf8), b = __builtin_convertvector(hi, vf8);
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 }
-inline void StoreD8(double* p, vd v) { std::memcpy(p, &v, sizeof(v)); }
-inline vd LoadDD8(const double* p) {
-  vd v;
+
+// In-register scans of 16 floats.
+inline vf SuffixScan16(vf v) {
+  const vf z{};
+  v += __builtin_shuffle(v, z, vi{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
+  v += __builtin_shuffle(v, z, vi{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 16});
+  v += __builtin_shuffle(v, z, vi{4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16});
+  v += __builtin_shuffle(v, z, vi{8, 9, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16});
+  return v;
+}
+inline vf PrefixScan16(vf v) {
+  const vf z{};
+  v += __builtin_shuffle(v, z, vi{16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14});
+  v += __builtin_shuffle(v, z, vi{16, 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13});
+  v += __builtin_shuffle(v, z, vi{16, 16, 16, 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  v += __builtin_shuffle(v, z, vi{16, 16, 16, 16, 16, 16, 16, 16, 0, 1, 2, 3, 4, 5, 6, 7});
+  return v;
+}
+// carry + v in double, rounded once to float: the within-block sums are
+// float (16 terms), the running carry across blocks is double.
+inline vf AddCarry(vf v, double carry) {
+  typedef float vf8 __attribute__((vector_size(32)));
+  vf8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+  vf8 b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  vd c = vd{} + carry;
+  return ToFloat16(__builtin_convertvector(a, vd) + c, __builtin_convertvector(b, vd) + c);
+}
+inline vi LoadI(const int32_t* p) {
+  vi v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
+// base[idx] where mask (all ones) is set, else fallback; and its inverse.
+#if defined(__AVX512F__)
+inline vf Gather(const float* base, vi idx, vi mask, vf fallback) {
+  __mmask16 m = _mm512_test_epi32_mask((__m512i)mask, (__m512i)mask);
+  return (vf)_mm512_mask_i32gather_ps((__m512)fallback, m, (__m512i)idx, base, 4);
+}
+inline void Scatter(float* base, vi idx, vi mask, vf v) {
+  __mmask16 m = _mm512_test_epi32_mask((__m512i)mask, (__m512i)mask);
+  _mm512_mask_i32scatter_ps(base, m, (__m512i)idx, (__m512)v, 4);
+}
+#else
+inline vf Gather(const float* base, vi idx, vi mask, vf fallback) {
+  vf out = fallback;
+  for (int l = 0; l < kLanes; ++l)
+    if (mask[l]) out[l] = base[idx[l]];
+  return out;
+}
+inline void Scatter(float* base, vi idx, vi mask, vf v) {
+  for (int l = 0; l < kLanes; ++l)
+    if (mask[l]) base[idx[l]] = v[l];
+}
+#endif
+
 inline int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 struct Scratch {
-  std::vector<float> x;    // [np] available scores, picks removed; then e_i
-  std::vector<float> xp;   // [kp] picked scores (-inf for pads)
-  std::vector<float> ep;   // [kp] e of the picks
-  std::vector<float> t;    // [kp] stage terms t_j
-  std::vector<float> wv;   // [kp] weights (0 for pads)
-  std::vector<double> sd;  // [kp] suffix sums S_j; then prefix sums P_j
+  std::vector<float> x;     // [np] available scores, picks removed; then e_i
+  std::vector<int32_t> r;   // [kp] ranking, -1 past k
+  std::vector<float> xp;    // [kp] picked scores (-inf for pads); then w_j / S_j
+  std::vector<float> ep;    // [kp] e of the picks
+  std::vector<float> t;     // [kp] stage terms t_j
+  std::vector<float> wv;    // [kp] weights (0 for pads)
+  std::vector<float> pf;    // [kp] prefix sums P_j
+  std::vector<float> sf;    // [kp] suffix sums S_j
+  std::vector<double> sd;   // [kp] exact path: D_j, then C_j
   void Fit(int64_t np, int64_t kp) {
     if ((int64_t)x.size() < np) x.resize(np);
     if ((int64_t)xp.size() < kp) {
-      xp.resize(kp);
-      ep.resize(kp);
-      t.resize(kp);
-      wv.resize(kp);
+      for (auto* v : {&xp, &ep, &t, &wv, &pf, &sf}) v->resize(kp);
+      r.resize(kp);
       sd.resize(kp);
     }
   }
@@ -266,13 +304,15 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
   const int64_t np = RoundUp(n, kLanes), kp = RoundUp(k, kLanes);
   sc.Fit(np, kp);
   float* x = sc.x.data();
+  int32_t* rr = sc.r.data();
   float* xp = sc.xp.data();
   float* ep = sc.ep.data();
   float* tt = sc.t.data();
   float* wv = sc.wv.data();
-  double* sd = sc.sd.data();
+  float* pf = sc.pf.data();
+  float* sf = sc.sf.data();
 
-  // 1. Available scores and their max.
+  // 1. Available scores and their max; padded copies of ranking and weights.
   if (row.where) {
     for (int64_t i = 0; i < n; ++i) x[i] = row.where[i] ? row.s[i] : -kInf;
   } else {
@@ -285,30 +325,34 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
     vmax = v > vmax ? v : vmax;
   }
   const float top = HMax(vmax);
+  std::memcpy(rr, row.r, k * sizeof(int32_t));
+  for (int64_t j = k; j < kp; ++j) rr[j] = -1;
+  if (row.w) {
+    std::memcpy(wv, row.w, k * sizeof(float));
+  } else {
+    std::fill(wv, wv + k, 1.0f);
+  }
+  for (int64_t j = k; j < kp; ++j) wv[j] = 0.0f;
 
   // 2. Picks: gather, then remove them from x (x keeps the never-picked set).
-  bool any = false, impossible = false;
+  vf lowv = Splat(kInf);
+  vi anyv = vi{};
+  const vu un = vu{} + (uint32_t)n;
+  for (int64_t j = 0; j < kp; j += kLanes) {
+    vi id = LoadI(rr + j);
+    vi valid = (vi)((vu)id < un);  // pads are negative
+    vf v = Gather(x, id, valid, Splat(-kInf));
+    Store(xp + j, v);
+    Store(wv + j, valid ? Load(wv + j) : Splat(0.0f));
+    Scatter(x, id, valid, Splat(-kInf));
+    lowv = valid ? (v < lowv ? v : lowv) : lowv;
+    anyv |= valid;
+  }
+  bool any = false;
+  for (int l = 0; l < kLanes; ++l) any |= anyv[l] != 0;
   float low = kInf;
-  for (int64_t j = 0; j < k; ++j) {
-    int32_t id = row.r[j];
-    if (id < 0 || id >= n) {
-      xp[j] = -kInf;
-      wv[j] = 0.0f;
-      continue;
-    }
-    float v = x[id];
-    xp[j] = v;
-    wv[j] = row.w ? row.w[j] : 1.0f;
-    x[id] = -kInf;
-    any = true;
-    impossible |= (v == -kInf);
-    low = std::min(low, v);
-  }
-  for (int64_t j = k; j < kp; ++j) {
-    xp[j] = -kInf;
-    wv[j] = 0.0f;
-  }
-  if (impossible) return Zero(row, n, k, kInf);
+  for (int l = 0; l < kLanes; ++l) low = std::min(low, lowv[l]);
+  if (low == -kInf) return Zero(row, n, k, kInf);  // picks an unavailable item
   if (!any) return Zero(row, n, k, 0.0f);
   if (low - top < -kSafeRange) return RowExact(row, n, k, sc);
 
@@ -332,59 +376,58 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
   const double eu = HSum(acc0) + HSum(acc1);
   for (int64_t j = 0; j < kp; j += kLanes) Store(ep + j, ExpNeg(Load(xp + j) - vtop));
 
-  // 4. Suffix sums S_j = E_U + sum_{l >= j} e_{pi_l}, 8 doubles at a time.
-  vd carry = vd{} + eu;
-  for (int64_t j = kp - 8; j >= 0; j -= 8) {
-    vd v = SuffixScan8(LoadD8(ep + j)) + carry;
-    StoreD8(sd + j, v);
-    carry = vd{} + v[0];
+  // 4. Suffix sums S_j = E_U + sum_{l >= j} e_{pi_l}.
+  double carry = eu;
+  for (int64_t j = kp - kLanes; j >= 0; j -= kLanes) {
+    vf v = SuffixScan16(Load(ep + j));
+    Store(sf + j, AddCarry(v, carry));
+    carry += v[0];
   }
 
-  // 5. log S_j, stage terms t_j, the NLL and w_j / S_j.
+  // 5. log S_j, stage terms t_j (straight into the gradient of w when there
+  // is one, which is t_j), the NLL and w_j / S_j.
+  float* tout = row.gw ? row.gw : tt;
+  const int64_t kv = k / kLanes * kLanes;
   vf nacc = Splat(0.0f);
   for (int64_t j = 0; j < kp; j += kLanes) {
-    vd lo = LoadDD8(sd + j), hi = LoadDD8(sd + j + 8);
-    typedef float vf8 __attribute__((vector_size(32)));
-    vf8 flo = __builtin_convertvector(lo, vf8), fhi = __builtin_convertvector(hi, vf8);
-    vf sv;
-    std::memcpy(&sv, &flo, 32);
-    std::memcpy(reinterpret_cast<char*>(&sv) + 32, &fhi, 32);
+    vf sv = Load(sf + j);
     vf xv = Load(xp + j);
     vi pad = xv == Splat(-kInf);
     sv = pad ? Splat(1.0f) : sv;
     vf t = LogPos(sv) - (xv - vtop);
     t = pad ? Splat(0.0f) : t;
-    Store(tt + j, t);
+    if (j < kv) {
+      Store(tout + j, t);
+    } else {  // the last, partial block: never write past row k
+      Store(tt + j, t);
+      for (int64_t l = j; l < k; ++l) tout[l] = tt[l];
+    }
     vf wj = Load(wv + j);
     nacc += wj * t;
-    if (row.gs) Store(xp + j, pad ? Splat(0.0f) : wj / sv);  // xp no longer needed
+    Store(xp + j, wj / sv);  // xp is not needed any more; pads have w = 0
   }
   *row.nll = (float)HSum(nacc);
   if (!row.gs) return;
 
-  // 6. Prefix sums P_j of w_j / S_j (over xp), 8 doubles at a time.
-  vd pc = vd{};
-  for (int64_t j = 0; j < kp; j += 8) {
-    vd v = PrefixScan8(LoadD8(xp + j)) + pc;
-    StoreD8(sd + j, v);
-    pc = vd{} + v[7];
+  // 6. Prefix sums P_j of w_j / S_j.
+  double pc = 0.0;
+  for (int64_t j = 0; j < kp; j += kLanes) {
+    vf v = PrefixScan16(Load(xp + j));
+    Store(pf + j, AddCarry(v, pc));
+    pc += v[kLanes - 1];
   }
-  const float plast = (float)pc[0];
+  const float plast = (float)pc;
 
   // 7. Gradient: e_i P_last for the never picked (e is 0 at picks), then picks.
   const vf vp = Splat(plast);
   float* gs = row.gs;
-  int64_t nv = n / kLanes * kLanes;
+  const int64_t nv = n / kLanes * kLanes;
   for (i = 0; i < nv; i += kLanes) Store(gs + i, Load(x + i) * vp);
   for (; i < n; ++i) gs[i] = x[i] * plast;
-  for (int64_t j = 0; j < k; ++j) {
-    int32_t id = row.r[j];
-    if (id < 0 || id >= n) {
-      row.gw[j] = 0.0f;
-      continue;
-    }
-    row.gw[j] = tt[j];
-    gs[id] = (float)(ep[j] * sd[j]) - wv[j];
+  for (int64_t j = 0; j < kp; j += kLanes) {
+    vi id = LoadI(rr + j);
+    vi valid = (vi)((vu)id < un);
+    Scatter(gs, id, valid, Load(ep + j) * Load(pf + j) - Load(wv + j));
   }
 }
 
