@@ -19,3 +19,4 @@ from luce.pl import pl_log_prob
 from luce.sampling import gumbel_noise, pl_sample
 from luce.fit import PLFit, fit_pl, listed_items
 from luce._checks import checked
+from luce.pl_set import pl_set_log_prob
