@@ -24,10 +24,10 @@ import operator
 import numpy as np
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from luce import _checks
 from luce.errors import InfeasibleError, InputError, ShapeError
+from luce.kernels import topk_sample as topk_kernels
 
 # Largest float32 below 1; see `_gumbel_from_bits` for why v is clamped to it.
 _BELOW_ONE = 1.0 - 2.0 ** -24
@@ -74,7 +74,8 @@ def gumbel_noise(key: jax.Array, shape) -> jax.Array:
   return _gumbel_from_bits(jax.random.bits(key, tuple(shape), jnp.uint32))
 
 
-def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None):
+def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None,
+              impl="auto", interpret=False):
   """Ordered top-k lists sampled from Plackett-Luce, with optional constraints.
 
   Without quotas, the list is the top-k of s_i + g_i over the allowed items,
@@ -121,6 +122,12 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None):
       broadcasts against `scores` (e.g. bool[n] for every row).
     groups: optional int[n], the group id of each item, in [0, G).
     quotas: optional int[G, 2], (min, max) picks per group; needs `groups`.
+    impl: which implementation of the `luce.kernels.topk_sample` op picks the
+      items from the perturbed scores: "auto" (Pallas on GPU/TPU, XLA on
+      CPU), "xla", "pallas" or "reference". The noise is drawn before the
+      op, so all of them give the same samples for the same key.
+    interpret: with impl="pallas", run the Pallas kernel in interpret mode
+      (on CPU).
 
   Returns:
     int32[..., k] item ids, best first; the batch axes are those of `scores`
@@ -181,6 +188,11 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None):
   if groups is not None:
     groups, quotas = _check_quota_tables(groups, quotas, n, k)
 
+  impl = topk_kernels.resolve_impl(impl)
+  if interpret and impl != "pallas":
+    raise InputError(f"interpret=True runs Pallas kernels only; it needs "
+                     f"impl='pallas', not {impl!r}.")
+
   rows = math.prod(batch)
   dtype = jnp.promote_types(scores.dtype, jnp.float32)
   s = jnp.broadcast_to(scores.astype(dtype), batch + (n,)).reshape(rows, n)
@@ -191,55 +203,28 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None):
   if _checks.is_concrete(s, allowed, groups, quotas):
     _check_feasible(allowed, groups, quotas, k, batch)
 
-  out = _sample(key, s, allowed, groups, quotas, k)
+  out = _sample(key, s, allowed, groups, quotas, k, impl, bool(interpret))
   return out.reshape(batch + (k,))
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def _sample(key, s, allowed, groups, quotas, k):
-  """The sampler on flat arrays: s float[B, n], allowed bool[B, n] -> int32[B, k]."""
+@functools.partial(jax.jit, static_argnames=("k", "impl", "interpret"))
+def _sample(key, s, allowed, groups, quotas, k, impl="auto", interpret=False):
+  """The sampler on flat arrays: s float[B, n], allowed bool[B, n] -> int32[B, k].
+
+  Centers the scores, adds the noise, and hands the perturbed scores to the
+  `luce.kernels.topk_sample` op (`lax.top_k` or the slot scan with quotas in
+  XLA, or the Pallas kernel): every `impl` returns the same ids for one key.
+  """
   rows, n = s.shape
   # NaN or +inf leave the sample undefined; checked eagerly, masked under jit.
   row_ok = ~jnp.any(jnp.isnan(s) | (s == jnp.inf), axis=-1)
   top = jnp.max(jnp.where(allowed, s, -jnp.inf), axis=-1, keepdims=True)
   top = jnp.where(jnp.isfinite(top), top, 0)
   z = jnp.where(allowed, s - top, -jnp.inf) + gumbel_noise(key, (rows, n))
-
-  if quotas is None:
-    best, picks = lax.top_k(z, k)
-    # Slots past the row's allowed items come back as -inf: pad them with -1.
-    picks = jnp.where(best > -jnp.inf, picks, -1)
-  else:
-    picks = _sequential_picks(z, groups, quotas, k)
-    row_ok &= _quotas_reachable(allowed, groups, quotas, k)
+  # The op also makes a row whose quotas no list can meet all -1.
+  picks = topk_kernels.topk_sample(z, k, groups=groups, quotas=quotas, impl=impl,
+                                   interpret=interpret)
   return jnp.where(row_ok[:, None], picks, -1).astype(jnp.int32)
-
-
-def _sequential_picks(z, groups, quotas, k):
-  """Slot-by-slot argmax of z over the eligible items: int32[B, k], -1 if none."""
-  rows, n = z.shape
-  n_groups = quotas.shape[0]
-  qmin, qmax = quotas[:, 0], quotas[:, 1]
-  group_ids = jnp.arange(n_groups, dtype=jnp.int32)
-  item_ids = jnp.arange(n, dtype=jnp.int32)
-
-  def slot(carry, left):
-    taken, count = carry  # bool[B, n], int32[B, G]
-    deficit = jnp.maximum(qmin - count, 0)
-    # With no spare slot left, only groups still short of their min may pick.
-    tight = jnp.sum(deficit, axis=-1, keepdims=True) >= left
-    group_ok = (count < qmax) & (~tight | (deficit > 0))
-    ok = jnp.take(group_ok, groups, axis=1) & ~taken
-    zj = jnp.where(ok, z, -jnp.inf)
-    pick = jnp.argmax(zj, axis=-1).astype(jnp.int32)
-    hit = jnp.max(zj, axis=-1) > -jnp.inf
-    taken |= (item_ids == pick[:, None]) & hit[:, None]
-    count += ((groups[pick][:, None] == group_ids) & hit[:, None]).astype(jnp.int32)
-    return (taken, count), jnp.where(hit, pick, -1)
-
-  init = (jnp.zeros((rows, n), bool), jnp.zeros((rows, n_groups), jnp.int32))
-  _, picks = lax.scan(slot, init, jnp.arange(k, 0, -1, dtype=jnp.int32))
-  return picks.T
 
 
 @jax.jit  # also called eagerly by `_check_feasible`: compile it once
@@ -256,16 +241,6 @@ def _group_supply(allowed, groups, quotas):
   lo = jnp.broadcast_to(jnp.maximum(quotas[:, 0], 0), avail.shape)
   hi = jnp.minimum(quotas[:, 1], avail)
   return avail, lo, hi
-
-
-def _quotas_reachable(allowed, groups, quotas, k):
-  """bool[B]: whether row b has a list of k allowed items within the quotas."""
-  _, lo, hi = _group_supply(allowed, groups, quotas)
-  ok = (jnp.all(lo <= hi, axis=-1) & (jnp.sum(lo, axis=-1) <= k)
-        & (jnp.sum(hi, axis=-1) >= k))
-  # segment_sum drops ids out of range, so the supply above would be wrong.
-  ids_ok = jnp.all((groups >= 0) & (groups < quotas.shape[0]))
-  return ok & ids_ok
 
 
 def _static_k(k, n: int) -> int:

@@ -1,0 +1,201 @@
+"""Pallas kernel for topk_sample: k passes of a chunked masked argmax.
+
+One program takes a block of `_ROWS` rows and fills their k slots in order.
+Slot j is one pass over the row in chunks of `_CHUNK` lanes, keeping a running
+(max, argmax) per row. Why k passes rather than a streaming top-k merge:
+
+  - with quotas the eligible set changes after every pick, so slot j needs
+    the picks before it: a top-k merged in one pass would be wrong (a group
+    at its max, or the tight rule, can exclude any number of the leaders);
+    the k-pass form serves both cases with one kernel;
+  - "not picked yet" needs no mask: slots take items in decreasing order of
+    (z, −id) (eligibility only shrinks, so no later pick can beat an earlier
+    one), hence item i is still in the race iff (z_i, −i) < (z_last, −last)
+    lexicographically, and an item passed over for its group stays out for
+    good. The carry is two numbers per row;
+  - no sort network, no gather, no dynamic lane index: every access is an
+    aligned (8, 128) tile at a 128-multiple offset, and the pick is written
+    by a select into its output tile;
+  - the shapes that matter (lotteries: 5 of 69, 20 of 80; a diffusion step:
+    u of r ≤ 20 slots) hold a row in one or a few tiles, so a pass is a
+    handful of vector ops. The cost is O(k·n/128) tile steps per block, so
+    for large k without quotas `lax.top_k` ("xla") wins; the dispatcher
+    still lets the caller choose.
+
+With quotas the kernel keeps, per item, lo_left / hi_left: the min / max of
+its group minus the picks from that group so far (initialised from the
+per-item bounds computed in XLA, `_common.item_bounds`) and updates them on
+the next pass, fused with that pass's reads: items of the group just picked
+lose one from each. The deficit D per row drops by one when the picked
+item's lo_left was positive. The state lives in two extra outputs (written
+once from the inputs, then read and written in place), which works as VMEM
+on TPU and as global memory on GPU.
+
+top-u: each row fills only its first u[b] slots; a block stops after
+max(u) over its rows. The row-level feasibility mask is applied in XLA.
+
+`interpret=True` runs the kernel on CPU through Pallas' interpreter.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from luce.kernels.topk_sample import _common
+
+_ROWS = 8      # rows per program: a TPU sublane tile
+_CHUNK = 128   # lanes per step: a TPU lane tile
+_BIG = 2**30   # larger than any item id
+
+
+def _topk_kernel(z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
+  if quotas:
+    g_ref, lo_in, hi_in, d_ref = refs[:4]
+    refs = refs[4:]
+  refs = refs[n_poison:]  # poisoned initial outputs, if any (aliased)
+  out_ref = refs[0]
+  lane = jax.lax.broadcasted_iota(jnp.int32, (_ROWS, _CHUNK), 1)
+
+  def tile(c):
+    return pl.ds(pl.multiple_of(c * _CHUNK, _CHUNK), _CHUNK)
+
+  def clear(c, carry):
+    out_ref[:, tile(c)] = jnp.full((_ROWS, _CHUNK), -1, jnp.int32)
+    return carry
+
+  jax.lax.fori_loop(0, k_chunks, clear, 0)
+  if quotas:
+    lo_ref, hi_ref = refs[1], refs[2]
+
+    def copy(c, carry):
+      lo_ref[:, tile(c)] = lo_in[:, tile(c)]
+      hi_ref[:, tile(c)] = hi_in[:, tile(c)]
+      return carry
+
+    jax.lax.fori_loop(0, n_chunks, copy, 0)
+
+  take_u = u_ref[:, 0]
+  n_slots = jnp.max(take_u)
+
+  def slot(j, carry):
+    last_z, last_i, prev_g, deficit = carry
+    tight = (deficit >= k - j)[:, None]
+
+    def chunk(c, acc):
+      best_z, best_i, best_g, best_lo = acc
+      lanes = tile(c)
+      z = z_ref[:, lanes]
+      idx = lane + c * _CHUNK
+      ok = (z < last_z[:, None]) | ((z == last_z[:, None]) & (idx > last_i[:, None]))
+      if quotas:
+        g = jnp.broadcast_to(g_ref[:, lanes], (_ROWS, _CHUNK))
+        same = (g == prev_g[:, None]).astype(jnp.int32)
+        lo = lo_ref[:, lanes] - same
+        hi = hi_ref[:, lanes] - same
+        lo_ref[:, lanes] = lo
+        hi_ref[:, lanes] = hi
+        ok &= (hi > 0) & (~tight | (lo > 0))
+      zc = jnp.where(ok, z, -jnp.inf)
+      m = jnp.max(zc, axis=1)
+      i = jnp.min(jnp.where((zc == m[:, None]) & ok, idx, _BIG), axis=1)
+      better = m > best_z  # ties keep the earlier chunk: the lower id
+      if quotas:
+        at = idx == i[:, None]
+        cg = jnp.sum(jnp.where(at, g, 0), axis=1)
+        clo = jnp.sum(jnp.where(at, lo, 0), axis=1)
+        best_g = jnp.where(better, cg, best_g)
+        best_lo = jnp.where(better, clo, best_lo)
+      return (jnp.where(better, m, best_z), jnp.where(better, i, best_i), best_g, best_lo)
+
+    none_i = jnp.full((_ROWS,), -1, jnp.int32)
+    init = (jnp.full((_ROWS,), -jnp.inf, jnp.float32), none_i, none_i,
+            jnp.zeros((_ROWS,), jnp.int32))
+    best_z, best_i, best_g, best_lo = jax.lax.fori_loop(0, n_chunks, chunk, init)
+    found = (best_z > -jnp.inf) & (j < take_u)
+    pick = jnp.where(found, best_i, -1)
+    oc = j // _CHUNK
+    lanes = tile(oc)
+    out_ref[:, lanes] = jnp.where(lane == (j - oc * _CHUNK), pick[:, None], out_ref[:, lanes])
+    return (jnp.where(found, best_z, last_z), jnp.where(found, best_i, last_i),
+            jnp.where(found, best_g, -1),
+            deficit - (found & (best_lo > 0)).astype(jnp.int32))
+
+  init = (jnp.full((_ROWS,), jnp.inf, jnp.float32), jnp.full((_ROWS,), -1, jnp.int32),
+          jnp.full((_ROWS,), -1, jnp.int32),
+          d_ref[:, 0] if quotas else jnp.zeros((_ROWS,), jnp.int32))
+  jax.lax.fori_loop(0, n_slots, slot, init)
+
+
+def _pad(x, rows, cols, value):
+  b, c = x.shape
+  return jnp.pad(x, ((0, rows - b), (0, cols - c)), constant_values=value)
+
+
+def topk_ids(z, k, take_u, lo=None, hi=None, d0=None, groups=None, *,
+             interpret=False, poison=None):
+  """The kernel on canonical inputs: int32[B, k] ids, no row-level mask.
+
+  z float32[B, n] with −inf for unavailable items; take_u int32[B] in [0, k];
+  with quotas, lo / hi int32[B, n] per-item group bounds, d0 int32[B] and
+  groups int32[n]. `poison`: an int; the ids output starts filled with it
+  (through `input_output_aliases`), so an element the kernel fails to write
+  shows up (the tests use it).
+  """
+  b, n = z.shape
+  bp = pl.cdiv(max(b, 1), _ROWS) * _ROWS
+  npad = pl.cdiv(n, _CHUNK) * _CHUNK
+  kpad = pl.cdiv(k, _CHUNK) * _CHUNK
+  quotas = lo is not None
+  row_spec = lambda w: pl.BlockSpec((_ROWS, w), lambda r: (r, 0))
+  args = [_pad(z.astype(jnp.float32), bp, npad, -jnp.inf),
+          _pad(jnp.broadcast_to(take_u[:, None], (b, _CHUNK)), bp, _CHUNK, 0)]
+  in_specs = [row_spec(npad), row_spec(_CHUNK)]
+  out_shapes = [jax.ShapeDtypeStruct((bp, kpad), jnp.int32)]
+  out_specs = [row_spec(kpad)]
+  if quotas:
+    args += [_pad(groups.astype(jnp.int32)[None, :], 1, npad, -1),
+             _pad(lo, bp, npad, 0), _pad(hi, bp, npad, 0),
+             _pad(jnp.broadcast_to(d0[:, None], (b, _CHUNK)), bp, _CHUNK, 0)]
+    in_specs += [pl.BlockSpec((1, npad), lambda r: (0, 0)), row_spec(npad),
+                 row_spec(npad), row_spec(_CHUNK)]
+    out_shapes += [jax.ShapeDtypeStruct((bp, npad), jnp.int32)] * 2
+    out_specs += [row_spec(npad)] * 2
+  aliases = {}
+  n_poison = 0
+  if poison is not None:
+    aliases = {len(args): 0}
+    args.append(jnp.full((bp, kpad), poison, jnp.int32))
+    in_specs.append(row_spec(kpad))
+    n_poison = 1
+  kernel = functools.partial(_topk_kernel, k=k, n_chunks=npad // _CHUNK,
+                             k_chunks=kpad // _CHUNK, quotas=quotas, n_poison=n_poison)
+  outs = pl.pallas_call(
+      kernel,
+      out_shape=tuple(out_shapes),
+      grid=(bp // _ROWS,),
+      in_specs=in_specs,
+      out_specs=tuple(out_specs),
+      input_output_aliases=aliases,
+      interpret=interpret,
+  )(*args)
+  return outs[0][:b, :k]
+
+
+def topk_sample_pallas(perturbed, k, u=None, forbidden=None, groups=None, quotas=None,
+                       *, interpret=False, poison=None):
+  """Arguments and result as `reference.topk_sample_reference`."""
+  z = _common.available(perturbed, forbidden)
+  rows, _ = z.shape
+  take_u = _common.slots_per_row(u, rows, k)
+  if quotas is None:
+    return topk_ids(z, k, take_u, interpret=interpret, poison=poison)
+  groups = groups.astype(jnp.int32)
+  q = _common.row_quotas(quotas, rows)
+  lo, hi, d0 = _common.item_bounds(groups, q)
+  ids = topk_ids(z, k, take_u, lo, hi, d0, jnp.clip(groups, 0, q.shape[1] - 1),
+                 interpret=interpret, poison=poison)
+  return _common.finish(ids, _common.feasible(z, groups, q, k))
