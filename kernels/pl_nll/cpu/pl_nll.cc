@@ -27,12 +27,14 @@
 // is a pad), where pred[..., n] or an empty array (all available), weights
 // f32[..., k] or an empty array (all ones). Leading axes are flattened into
 // rows (so vmap's broadcast_all batching needs nothing special).
-// Rows are split over XLA's intra-op thread pool when there is enough work.
+// Rows are split over XLA's intra-op thread pool when there is enough work
+// (LUCE_PL_NLL_THREADS=1 keeps them on the calling thread).
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -116,9 +118,28 @@ inline vf LogPos(vf x) {
   return res + fe * 0.693359375f;
 }
 
+#if defined(__AVX512F__)
+inline float HMax(vf v) { return _mm512_reduce_max_ps((__m512)v); }
+inline float HMin(vf v) { return _mm512_reduce_min_ps((__m512)v); }
+inline double HSum(vf v) {  // in double
+  typedef double vd4 __attribute__((vector_size(32)));
+  typedef double vd2 __attribute__((vector_size(16)));
+  vd s = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), vd) +
+         __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), vd);
+  vd4 q = __builtin_shufflevector(s, s, 0, 1, 2, 3) + __builtin_shufflevector(s, s, 4, 5, 6, 7);
+  vd2 h = __builtin_shufflevector(q, q, 0, 1) + __builtin_shufflevector(q, q, 2, 3);
+  return h[0] + h[1];
+}
+inline bool Any(vi v) { return _mm512_test_epi32_mask((__m512i)v, (__m512i)v) != 0; }
+#else
 inline float HMax(vf v) {
   float m = v[0];
   for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]);
+  return m;
+}
+inline float HMin(vf v) {
+  float m = v[0];
+  for (int i = 1; i < kLanes; ++i) m = std::min(m, v[i]);
   return m;
 }
 inline double HSum(vf v) {
@@ -126,6 +147,12 @@ inline double HSum(vf v) {
   for (int i = 0; i < kLanes; ++i) a += v[i];
   return a;
 }
+inline bool Any(vi v) {
+  bool a = false;
+  for (int i = 0; i < kLanes; ++i) a |= v[i] != 0;
+  return a;
+}
+#endif
 
 inline vf ToFloat16(vd lo, vd hi) {
   typedef float vf8 __attribute__((vector_size(32)));
@@ -197,13 +224,11 @@ struct Scratch {
   std::vector<float> ep;    // [kp] e of the picks
   std::vector<float> t;     // [kp] stage terms t_j
   std::vector<float> wv;    // [kp] weights (0 for pads)
-  std::vector<float> pf;    // [kp] prefix sums P_j
-  std::vector<float> sf;    // [kp] suffix sums S_j
   std::vector<double> sd;   // [kp] exact path: D_j, then C_j
   void Fit(int64_t np, int64_t kp) {
     if ((int64_t)x.size() < np) x.resize(np);
     if ((int64_t)xp.size() < kp) {
-      for (auto* v : {&xp, &ep, &t, &wv, &pf, &sf}) v->resize(kp);
+      for (auto* v : {&xp, &ep, &t, &wv}) v->resize(kp);
       r.resize(kp);
       sd.resize(kp);
     }
@@ -309,19 +334,27 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
   float* ep = sc.ep.data();
   float* tt = sc.t.data();
   float* wv = sc.wv.data();
-  float* pf = sc.pf.data();
-  float* sf = sc.sf.data();
 
   // 1. Available scores and their max; padded copies of ranking and weights.
+  const int64_t nv = n / kLanes * kLanes;
+  vf vmax = Splat(-kInf);
   if (row.where) {
     for (int64_t i = 0; i < n; ++i) x[i] = row.where[i] ? row.s[i] : -kInf;
+    for (int64_t i = 0; i < nv; i += kLanes) {
+      vf v = Load(x + i);
+      vmax = v > vmax ? v : vmax;
+    }
   } else {
-    std::memcpy(x, row.s, n * sizeof(float));
+    for (int64_t i = 0; i < nv; i += kLanes) {
+      vf v = Load(row.s + i);
+      Store(x + i, v);
+      vmax = v > vmax ? v : vmax;
+    }
+    for (int64_t i = nv; i < n; ++i) x[i] = row.s[i];
   }
   for (int64_t i = n; i < np; ++i) x[i] = -kInf;
-  vf vmax = Splat(-kInf);
-  for (int64_t i = 0; i < np; i += kLanes) {
-    vf v = Load(x + i);
+  if (nv < n) {
+    vf v = Load(x + nv);
     vmax = v > vmax ? v : vmax;
   }
   const float top = HMax(vmax);
@@ -334,7 +367,9 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
   }
   for (int64_t j = k; j < kp; ++j) wv[j] = 0.0f;
 
-  // 2. Picks: gather, then remove them from x (x keeps the never-picked set).
+  // 2. Picks: gather their scores and e_{pi_j}, then remove them from x (x
+  // keeps the never-picked set).
+  const vf vtop = Splat(top);
   vf lowv = Splat(kInf);
   vi anyv = vi{};
   const vu un = vu{} + (uint32_t)n;
@@ -343,21 +378,19 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
     vi valid = (vi)((vu)id < un);  // pads are negative
     vf v = Gather(x, id, valid, Splat(-kInf));
     Store(xp + j, v);
+    Store(ep + j, ExpNeg(v - vtop));
     Store(wv + j, valid ? Load(wv + j) : Splat(0.0f));
     Scatter(x, id, valid, Splat(-kInf));
     lowv = valid ? (v < lowv ? v : lowv) : lowv;
     anyv |= valid;
   }
-  bool any = false;
-  for (int l = 0; l < kLanes; ++l) any |= anyv[l] != 0;
-  float low = kInf;
-  for (int l = 0; l < kLanes; ++l) low = std::min(low, lowv[l]);
+  const bool any = Any(anyv);
+  const float low = HMin(lowv);
   if (low == -kInf) return Zero(row, n, k, kInf);  // picks an unavailable item
   if (!any) return Zero(row, n, k, 0.0f);
   if (low - top < -kSafeRange) return RowExact(row, n, k, sc);
 
   // 3. e_i = exp(x_i - M) in place; E_U = sum over the never-picked items.
-  const vf vtop = Splat(top);
   vf acc0 = Splat(0.0f), acc1 = Splat(0.0f);
   int64_t i = 0;
   for (; i + 2 * kLanes <= np; i += 2 * kLanes) {
@@ -374,23 +407,18 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
     acc0 += e0;
   }
   const double eu = HSum(acc0) + HSum(acc1);
-  for (int64_t j = 0; j < kp; j += kLanes) Store(ep + j, ExpNeg(Load(xp + j) - vtop));
 
-  // 4. Suffix sums S_j = E_U + sum_{l >= j} e_{pi_l}.
-  double carry = eu;
-  for (int64_t j = kp - kLanes; j >= 0; j -= kLanes) {
-    vf v = SuffixScan16(Load(ep + j));
-    Store(sf + j, AddCarry(v, carry));
-    carry += v[0];
-  }
-
-  // 5. log S_j, stage terms t_j (straight into the gradient of w when there
-  // is one, which is t_j), the NLL and w_j / S_j.
+  // 4. Backwards over the stages: suffix sums S_j = E_U + sum_{l >= j} e_{pi_l},
+  // stage terms t_j = log S_j - (x_{pi_j} - M) (straight into the gradient of
+  // w when there is one, which is t_j), the NLL, and q_j = w_j / S_j.
   float* tout = row.gw ? row.gw : tt;
   const int64_t kv = k / kLanes * kLanes;
-  vf nacc = Splat(0.0f);
-  for (int64_t j = 0; j < kp; j += kLanes) {
-    vf sv = Load(sf + j);
+  double carry = eu;
+  vf nacc = Splat(0.0f), qacc = Splat(0.0f);
+  for (int64_t j = kp - kLanes; j >= 0; j -= kLanes) {
+    vf sc16 = SuffixScan16(Load(ep + j));
+    vf sv = AddCarry(sc16, carry);
+    carry += sc16[0];
     vf xv = Load(xp + j);
     vi pad = xv == Splat(-kInf);
     sv = pad ? Splat(1.0f) : sv;
@@ -404,30 +432,30 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
     }
     vf wj = Load(wv + j);
     nacc += wj * t;
-    Store(xp + j, wj / sv);  // xp is not needed any more; pads have w = 0
+    vf q = wj / sv;  // pads have w = 0
+    Store(xp + j, q);  // x_{pi_j} is not needed any more
+    qacc += q;
   }
   *row.nll = (float)HSum(nacc);
   if (!row.gs) return;
 
-  // 6. Prefix sums P_j of w_j / S_j.
+  // 5. Gradient of the never picked: e_i P_last (e_i is 0 at the picks, which
+  // step 6 overwrites).
+  const float plast = (float)HSum(qacc);
+  const vf vp = Splat(plast);
+  float* gs = row.gs;
+  for (i = 0; i < nv; i += kLanes) Store(gs + i, Load(x + i) * vp);
+  for (; i < n; ++i) gs[i] = x[i] * plast;
+
+  // 6. Forwards: prefix sums P_j of q_j, and the picks' gradient e_j P_j - w_j.
   double pc = 0.0;
   for (int64_t j = 0; j < kp; j += kLanes) {
     vf v = PrefixScan16(Load(xp + j));
-    Store(pf + j, AddCarry(v, pc));
+    vf pj = AddCarry(v, pc);
     pc += v[kLanes - 1];
-  }
-  const float plast = (float)pc;
-
-  // 7. Gradient: e_i P_last for the never picked (e is 0 at picks), then picks.
-  const vf vp = Splat(plast);
-  float* gs = row.gs;
-  const int64_t nv = n / kLanes * kLanes;
-  for (i = 0; i < nv; i += kLanes) Store(gs + i, Load(x + i) * vp);
-  for (; i < n; ++i) gs[i] = x[i] * plast;
-  for (int64_t j = 0; j < kp; j += kLanes) {
     vi id = LoadI(rr + j);
     vi valid = (vi)((vu)id < un);
-    Scatter(gs, id, valid, Load(ep + j) * Load(pf + j) - Load(wv + j));
+    Scatter(gs, id, valid, Load(ep + j) * pj - Load(wv + j));
   }
 }
 
@@ -437,7 +465,12 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
 template <typename F>
 void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t cost_per_row, const F& fn) {
   constexpr int64_t kMinCost = 1 << 16;  // elements of work worth a task
-  int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  // LUCE_PL_NLL_THREADS caps the threads (1: the calling thread only).
+  static const int64_t cap = [] {
+    const char* env = std::getenv("LUCE_PL_NLL_THREADS");
+    return env ? std::max<int64_t>(1, std::atoll(env)) : std::numeric_limits<int64_t>::max();
+  }();
+  int64_t threads = std::min(cap, std::max<int64_t>(1, pool.num_threads()));
   int64_t total = rows * std::max<int64_t>(cost_per_row, 1);
   int64_t tasks = std::min<int64_t>({threads, rows, std::max<int64_t>(1, total / kMinCost)});
   if (tasks <= 1) {
