@@ -28,12 +28,12 @@ ENCODERS = ("mlp", "transformer", "itransformer")
 
 
 class MLP(nn.Module):
-  """`depth` Dense+GELU layers of width `hidden` (the last one without GELU when
-  `out` is given)."""
+  """`depth` Dense+GELU layers of width `hidden`, then a Dense to `out` when given."""
   hidden: int
   depth: int
   out: int | None = None
   dropout: float = 0.0
+  out_bias: bool = True
 
   @nn.compact
   def __call__(self, x, *, deterministic: bool = True):
@@ -41,7 +41,7 @@ class MLP(nn.Module):
       x = nn.gelu(nn.Dense(self.hidden)(x))
       x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     if self.out is not None:
-      x = nn.Dense(self.out)(x)
+      x = nn.Dense(self.out, use_bias=self.out_bias)(x)
     return x
 
 
@@ -115,10 +115,12 @@ class PLScorer(nn.Module):
       for _ in range(self.depth):
         x = AttentionBlock(self.hidden, self.heads, self.dropout)(x, mask, deterministic=deterministic)
       x = nn.LayerNorm()(x)
-      scores = nn.Dense(1)(nn.gelu(nn.Dense(self.hidden)(x)))[..., 0]
+      scores = nn.Dense(1, use_bias=False)(nn.gelu(nn.Dense(self.hidden)(x)))[..., 0]
     else:
-      scores = MLP(self.hidden, self.depth, out=1, dropout=self.dropout)(
+      scores = MLP(self.hidden, self.depth, out=1, dropout=self.dropout, out_bias=False)(
           x, deterministic=deterministic)[..., 0]
+    # No shared output bias: PL is invariant to adding a constant to every
+    # score, so its gradient is 0 and Adam would turn rounding noise into steps.
     if self.embed_dim:
       # A per-item bias: the static PL strength the features refine.
       scores = scores + self.param("item_bias", nn.initializers.zeros, (self.n_items,))[None, :n]

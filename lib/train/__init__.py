@@ -10,7 +10,7 @@ use it directly to write another loop.
 
 from luce.train._config import checked_config, incompatible_changes
 from luce.train._data import Prepared, baseline_scores, prepare, split_bounds
-from luce.train._loop import (Checkpoints, NonFiniteError, batch_indices, build_model, evaluate,
+from luce.train._loop import (Checkpoints, NonFiniteError, Run, evaluate_run, load_run, batch_indices, build_model, evaluate,
                               format_table, predict_scores, reference_scores, train_and_evaluate)
 from luce.train._step import (BATCH_KEYS, TrainState, init_state, make_mesh, make_optimizer,
                               make_train_step, pl_loss)

@@ -81,10 +81,15 @@ def config_json(config) -> str:
 
 
 def incompatible_changes(saved: dict, current: dict) -> list[str]:
-  """Fields (outside RESUMABLE_CHANGES) whose values differ, as 'name: old -> new'."""
+  """Fields (outside RESUMABLE_CHANGES) whose values differ, as 'name: old -> new'.
+
+  `train.num_steps` may change (train longer) when both use the constant
+  schedule; the cosine schedule's shape depends on it.
+  """
   out = []
+  constant = saved.get("optimizer.schedule") == current.get("optimizer.schedule") == "constant"
   for name in sorted(set(saved) | set(current)):
-    if name in RESUMABLE_CHANGES:
+    if name in RESUMABLE_CHANGES or (constant and name == "train.num_steps"):
       continue
     if saved.get(name) != current.get(name):
       out.append(f"{name}: {saved.get(name)!r} -> {current.get(name)!r}")

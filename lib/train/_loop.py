@@ -144,9 +144,9 @@ class Checkpoints:
   checkpoint made from other data or an incompatible config.
   """
 
-  def __init__(self, workdir: pathlib.Path, config, *, read_only: bool = False):
+  def __init__(self, workdir: pathlib.Path, config):
     self.workdir = workdir
-    options = dict(cleanup_tmp_directories=not read_only, read_only=read_only,
+    options = dict(cleanup_tmp_directories=True,
                    enable_async_checkpointing=bool(config.train.async_checkpoints))
     self.latest = ocp.CheckpointManager(
         (workdir / "checkpoints").absolute(), item_names=("state", "meta"),
@@ -158,6 +158,9 @@ class Checkpoints:
   def save(self, manager, step: int, state, meta: dict) -> None:
     if step in manager.all_steps():
       return  # a resumed run re-reaching a saved step computes the same state
+    # One save in flight at a time: orbax names its multi-process barriers by
+    # step, so best/ and checkpoints/ saving the same step at once would collide.
+    (self.best if manager is self.latest else self.latest).wait_until_finished()
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                 meta=ocp.args.JsonSave(meta)))
 
@@ -387,3 +390,58 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
   logger.close()
   checkpoints.close()
   return result
+
+
+class Run:
+  """A trained run loaded from its workdir: config, data, model and parameters.
+
+  Attributes: config, prepared (Prepared), model (PLScorer), params (numpy
+  pytree), step (the checkpoint's step), checkpoint ("best" or "latest").
+  """
+
+  def __init__(self, config, prepared, model, params, step, checkpoint):
+    self.config, self.prepared, self.model = config, prepared, model
+    self.params, self.step, self.checkpoint = params, step, checkpoint
+
+
+def load_run(workdir, *, checkpoint: str = "best") -> Run:
+  """Load the run in `workdir`: its saved config, its data (checked against the
+  checkpoint's data hash) and the parameters of the best (or latest) checkpoint.
+
+  Raises ConfigError when `workdir` holds no run or the data changed.
+  """
+  workdir = pathlib.Path(workdir)
+  config_path = workdir / "config.json"
+  if not config_path.exists():
+    raise ConfigError(f"--workdir={workdir}: no config.json there; it is not a luce-train run "
+                      f"folder (train one with luce-train --config=... --workdir={workdir}).")
+  import ml_collections
+  config = checked_config(ml_collections.ConfigDict(json.loads(config_path.read_text())))
+  prepared = prepare(config)
+  model = build_model(config, prepared)
+  optimizer = make_optimizer(config)
+  example = {k: prepared.arrays["train"][k][:1] for k in BATCH_KEYS}
+  state = jax.jit(lambda key: init_state(model, optimizer, example, key))(jax.random.key(0))
+  checkpoints = Checkpoints(workdir, config)
+  try:
+    manager = checkpoints.best if checkpoint == "best" else checkpoints.latest
+    step = manager.latest_step()
+    if step is None and checkpoint == "best":
+      manager, checkpoint = checkpoints.latest, "latest"
+      step = manager.latest_step()
+    if step is None:
+      raise ConfigError(f"--workdir={workdir}: no checkpoint in best/ or checkpoints/ yet.")
+    state, _ = checkpoints.restore(manager, step, state, config, prepared.data_hash)
+  finally:
+    checkpoints.close()
+  return Run(config, prepared, model, host_copy(state.params), step, checkpoint)
+
+
+def evaluate_run(run: Run, split: str) -> dict:
+  """Metrics of the run's model, every baseline and (synthetic data) the oracle on `split`."""
+  arrays = run.prepared.arrays[split] if split in run.prepared.arrays else None
+  if arrays is None:
+    run.prepared.split_range(split)  # raises with the valid names
+  scores = predict_scores(run.model, run.params, arrays, run.config.train.eval_batch_size)
+  return evaluate(run.prepared, run.config, split,
+                  {"model": scores, **reference_scores(run.prepared, run.config, split)})

@@ -137,7 +137,7 @@ def make_train_step(model, optimizer: optax.GradientTransformation, loss: Callab
       return jnp.sum(loss(scores, batch) * weights) / total
 
     value, grads = jax.value_and_grad(objective)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)

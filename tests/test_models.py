@@ -1,0 +1,113 @@
+"""luce.models scorers, the synthetic generating model, baselines and the small metrics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import luce.data
+from luce import baselines, eval_metrics
+from luce.errors import ConfigError
+from luce.models import ENCODERS, PLScorer, history_columns, synthetic_pl
+
+
+def _batch(b=3, n=6, f=8, g=2, seed=0):
+  rng = np.random.default_rng(seed)
+  available = np.ones((b, n), bool)
+  available[0, -2:] = False
+  return {"item_features": rng.normal(size=(b, n, f)).astype(np.float32),
+          "event_features": rng.normal(size=(b, g)).astype(np.float32),
+          "available": available}
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_scorer_shapes_and_finite_grads(encoder):
+  names = tuple(f"in_last_{i}" for i in range(1, 5)) + tuple(f"rank_last_{i}" for i in range(1, 5))
+  model = PLScorer(n_items=6, encoder=encoder, hidden=8, depth=1, heads=2, embed_dim=3,
+                   history_columns=history_columns(names))
+  batch = _batch()
+  params = jax.jit(model.init)(jax.random.key(0), batch)["params"]
+  items = jnp.array([[0, 1, 2], [5, 4, -1], [3, 0, 1]])
+
+  def nll(p):
+    s = model.apply({"params": p}, batch)
+    return jnp.sum(eval_metrics.event_nll(s, items, batch["available"], kind="ranking")), s
+
+  (_, scores), grads = jax.jit(jax.value_and_grad(nll, has_aux=True))(params)
+  assert scores.shape == (3, 6) and scores.dtype == jnp.float32
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_itransformer_ignores_unavailable_items():
+  """An unavailable item's features cannot change the available items' scores."""
+  model = PLScorer(n_items=6, encoder="itransformer", hidden=8, depth=2, heads=2, embed_dim=0)
+  batch = _batch()
+  params = jax.jit(model.init)(jax.random.key(1), batch)["params"]
+  changed = dict(batch, item_features=batch["item_features"].copy())
+  changed["item_features"][0, -1] += 100.0          # item 5 is unavailable in event 0
+  apply = jax.jit(model.apply)
+  a = apply({"params": params}, batch)[0, :4]
+  b = apply({"params": params}, changed)[0, :4]
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_transformer_needs_history_features():
+  model = PLScorer(n_items=6, encoder="transformer", hidden=8, heads=2)
+  with pytest.raises(ConfigError, match="in_last"):
+    model.init(jax.random.key(0), _batch())
+
+
+def test_synthetic_scores_are_the_features_model():
+  data = synthetic_pl(n_items=7, k=3, n_events=200, seed=3)
+  again = synthetic_pl(n_items=7, k=3, n_events=200, seed=3)
+  np.testing.assert_array_equal(data.table.items_array(), again.table.items_array())
+  feats = luce.data.build_features(data.table)
+  inc = feats.item[:, :, feats.item_names.index("in_last_1")]
+  rank = feats.item[:, :, feats.item_names.index("rank_last_1")]
+  theta = data.scores[0]
+  np.testing.assert_allclose(data.scores, theta + inc + rank, atol=1e-5)
+
+
+def test_baselines_shapes_and_order():
+  data = synthetic_pl(n_items=8, k=3, n_events=400, seed=0)
+  items, avail = data.table.items_array(), data.table.available_mask()
+  nll = {}
+  for name in baselines.NAMES:
+    s = baselines.baseline_scores(name, items, avail, 300, "ranking")
+    assert s.shape == (400, 8) and np.isfinite(s).all()
+    nll[name] = float(np.mean(eval_metrics.event_nll(s[300:], items[300:], avail[300:], kind="ranking")))
+  assert nll["frequency"] < nll["uniform"] and nll["static"] < nll["uniform"]
+  with pytest.raises(ConfigError, match="valid"):
+    baselines.baseline_scores("popular", items, avail, 300, "ranking")
+
+
+def test_recency_uses_only_the_past():
+  data = synthetic_pl(n_items=6, k=2, n_events=50, seed=1)
+  items, avail = data.table.items_array(), data.table.available_mask()
+  a = baselines.recency(items, avail, 40, "ranking")
+  changed = items.copy()
+  changed[30:] = changed[30:, ::-1]
+  b = baselines.recency(changed, avail, 40, "ranking")
+  np.testing.assert_array_equal(a[:31], b[:31])
+
+
+def test_hits_and_ndcg_closed_form():
+  scores = np.array([[3.0, 2.0, 1.0, 0.0]])
+  avail = np.ones((1, 4), bool)
+  assert eval_metrics.hits_at_k(scores, np.array([[0, 1]]), avail, 2)[0] == 2
+  assert eval_metrics.hits_at_k(scores, np.array([[2, 3]]), avail, 2)[0] == 0
+  assert eval_metrics.ndcg_at_k(scores, np.array([[0, 1]]), avail, 2)[0] == pytest.approx(1.0)
+  # One hit at position 2 of 2: (1/log2 3) / (1 + 1/log2 3).
+  want = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+  assert eval_metrics.ndcg_at_k(scores, np.array([[2, 1]]), avail, 2)[0] == pytest.approx(want)
+  # An unavailable item is never predicted.
+  avail[0, 0] = False
+  assert eval_metrics.top_k(scores, avail, 1)[0, 0] == 1
+
+
+def test_set_nll_matches_brute_force():
+  scores = jnp.array([[0.5, -0.2, 1.0, 0.0]])
+  nll = eval_metrics.event_nll(scores, jnp.array([[2, 0]]), jnp.ones((1, 4), bool), kind="set")
+  w = np.exp(np.asarray(scores[0], np.float64))
+  p = w[2] / w.sum() * w[0] / (w.sum() - w[2]) + w[0] / w.sum() * w[2] / (w.sum() - w[0])
+  assert float(nll[0]) == pytest.approx(-np.log(p), rel=1e-5)
