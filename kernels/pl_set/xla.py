@@ -1,0 +1,97 @@
+"""The set likelihood's quadrature in XLA.
+
+P(S) = ∫_0^∞ e^{−t} Π_{i∈S} (1 − e^{−t a_i}) dt, a_i = e^{b_i}, b_i = s_i − log R,
+taken on x = log t by the trapezoid rule on a fixed grid (see `grid`).
+Differentiable by autodiff.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+# Quadrature grid on x = log t: nodes x_i = _X_LO + i * dx, dx = 1/sqrt(k + 10),
+# up to log(k + 1) + _X_HI_PAD. With h(x) the log integrand (see quadrature_xla):
+# - left of x = 0, h(x) <= h(0) + x + 1, and the integral is at least
+#   0.7 e^h(0), so stopping at x = -25 drops < 1e-10 of P;
+# - right of log(k + 1), h'(x) <= k + 1 - e^x, so by log(k + 1) + 3 the integrand
+#   has fallen by e^(-16 (k + 1)) from its peak;
+# - the integrand is entire, so the trapezoid error falls like
+#   exp(-2 pi^2 sigma^2 / dx^2), sigma the width of the peak in x. sigma can be
+#   as small as 1/sqrt(k + 1) (every a_i tiny: t^k e^-t in log t), so a fixed
+#   dx of 0.2-0.3 is not enough past k ~ 30; dx = 1/sqrt(k + 10) keeps the
+#   relative error below 1e-8 (checked in float64 against mpmath and against a
+#   grid 4x finer, for k = 1..500 and scores spread over +-40).
+_X_LO = -25.0
+_X_HI_PAD = 3.0
+
+
+
+
+@functools.lru_cache(maxsize=None)
+def grid(k):
+  """(x_lo, dx, number of nodes) of the trapezoid grid for sets of k slots."""
+  dx = 1.0 / math.sqrt(k + 10)
+  x_hi = math.log(k + 1) + _X_HI_PAD
+  return _X_LO, dx, int(math.ceil((x_hi - _X_LO) / dx)) + 1
+
+
+def log_factors(y):
+  """(M(y), L(y)) with L(y) = log(1 - exp(-e^y)) and M(y) = L(y) - y.
+
+  Each is computed where it has no cancellation: M(y) = log((1 - e^-u) / u),
+  u = e^y, is small for y < 0 (-u/2 + u^2/24 - ...; below y = -20 the
+  second term is under 1e-18, so -u/2 is used) and L(y) is small for y >= 0;
+  the other of the two is then y plus or minus it. One exp, one expm1 and one log per element.
+  Inputs are clipped so that no branch, or its gradient, overflows: beyond
+  y = 6, exp(-e^y) < 1e-170 and L is 0 to float64.
+  """
+  u = jnp.exp(jnp.minimum(y, 6.0))
+  tiny = y < -20.0
+  neg = y < 0.0
+  u_safe = jnp.where(tiny, 1.0, u)
+  one_minus = -jnp.expm1(-u_safe)
+  r = jnp.log(jnp.where(neg, one_minus / u_safe, one_minus))
+  m = jnp.where(tiny, -0.5 * u, jnp.where(neg, r, r - y))
+  l = jnp.where(tiny, y - 0.5 * u, jnp.where(neg, y + r, r))
+  return m, l
+
+
+def quadrature_xla(b, valid):
+  """log P(S) by the trapezoid rule, for float[B, k] b_i = s_i − log R.
+
+  With t = e^x the integrand is e^h(x),
+    h(x) = x - e^x + sum_i L(x + b_i),  L(y) = log(1 - exp(-e^y)).
+  h' = 0 only where e^x is in (1, k + 1], so the mass sits in
+  [0, log(k + 1)]; see the grid notes at the top of the file.
+
+  Float32 care: an item with b_i < 0 has L(x + b_i) = x + b_i + M(x + b_i)
+  with M small, so C = sum of those b_i and the linear part (1 + m) x are
+  kept out of the per-node sums, and every node is taken relative to the
+  highest one, x_top, so that the large parts are added once, at the end.
+  """
+  k = b.shape[-1]
+  x_lo, dx, num = grid(k)
+  dtype = b.dtype
+  steps = jnp.arange(num)
+  x = (x_lo + steps * dx).astype(dtype)  # [N]
+
+  low = valid & (b < 0)
+  high = valid & ~(b < 0)
+  shifted, plain = log_factors(x[None, :, None] + b[:, None, :])  # [B, N, k]
+  terms = jnp.where(low[:, None, :], shifted, jnp.where(high[:, None, :], plain, 0.0))
+  rest = jnp.sum(terms, axis=-1) - jnp.exp(x)[None, :]  # [B, N]
+  slope = 1.0 + jnp.sum(low, axis=-1).astype(dtype)  # [B]
+
+  top = jnp.argmax(jax.lax.stop_gradient(slope[:, None] * x[None, :] + rest), axis=-1)
+  rest_top = jnp.take_along_axis(rest, top[:, None], axis=-1)[:, 0]
+  x_top = (x_lo + top * dx).astype(dtype)
+  offset = ((steps[None, :] - top[:, None]) * dx).astype(dtype)  # x - x_top
+  rel = slope[:, None] * offset + (rest - rest_top[:, None])
+  # C + (1 + m) x_top summed item by item: C and (1 + m) x_top are both large
+  # (hundreds for many weak items) and nearly cancel; b_i + x_top is small.
+  linear = jnp.sum(jnp.where(low, b + x_top[:, None], 0.0), axis=-1) + x_top
+  return linear + rest_top + jax.nn.logsumexp(rel, axis=-1) + math.log(dx)
