@@ -6,8 +6,10 @@ validation and test events are what the evaluation reads):
 
 - `uniform`: every available item equally likely.
 - `frequency`: static PL strengths from stage counts on the training events,
-  w_i = (times i was chosen + 1) / (stages at which i could be chosen + 1);
-  the one-pass "frequency" estimate of PL (the first step of Hunter's MM).
+  w_i = (chosen_i + a r) / (could_i + a): the times i was chosen over the
+  stages at which it could have been (the one-pass "frequency" estimate of
+  PL), shrunk by a = PRIOR_STAGES pseudo-stages towards the mean rate r, so an
+  item seen once is not the favourite.
 - `recency`: the same counts with exponential forgetting (half-life in
   events), updated online with every event before t (no look-ahead).
 - `static`: the PL maximum-likelihood fit on the training events
@@ -22,6 +24,7 @@ from luce.errors import ConfigError
 from luce.fit import fit_pl
 
 NAMES = ("uniform", "frequency", "recency", "static")
+PRIOR_STAGES = 5.0
 
 
 def _stage_counts(items: np.ndarray, available: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,13 +51,18 @@ def _stage_counts(items: np.ndarray, available: np.ndarray, kind: str) -> tuple[
   return chosen, could
 
 
+def _shrunk_rate(chosen: np.ndarray, could: np.ndarray) -> np.ndarray:
+  mean = chosen.sum() / could.sum() if could.sum() > 0 else 1.0
+  return (chosen + PRIOR_STAGES * mean) / (could + PRIOR_STAGES)
+
+
 def uniform(items, available, n_train, kind) -> np.ndarray:
   return np.zeros(available.shape, np.float32)
 
 
 def frequency(items, available, n_train, kind) -> np.ndarray:
   chosen, could = _stage_counts(items[:n_train], available[:n_train], kind)
-  w = (chosen.sum(0) + 1.0) / (could.sum(0) + 1.0)
+  w = _shrunk_rate(chosen.sum(0), could.sum(0))
   return np.broadcast_to(np.log(w).astype(np.float32), available.shape).copy()
 
 
@@ -67,7 +75,7 @@ def recency(items, available, n_train, kind, *, half_life: float = 50.0) -> np.n
   c = np.zeros(n)
   a = np.zeros(n)
   for t in range(m):
-    out[t] = np.log((c + 1.0) / (a + 1.0))
+    out[t] = np.log(_shrunk_rate(c, a))
     c = decay * c + chosen[t]
     a = decay * a + could[t]
   return out

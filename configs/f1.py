@@ -1,0 +1,41 @@
+"""Formula 1 race results (Ergast, 1996-2019): forecast each race's finishing order.
+
+    luce-train --config=configs/f1.py --workdir=/tmp/luce-f1
+    luce-eval --workdir=/tmp/luce-f1 --split=test
+
+Trains on the seasons up to 2016, validates on 2017 (early stopping, best
+checkpoint) and tests on 2018-2019. Each race ranks its entrants only (about 20
+of the 848 drivers in the catalog): the PL likelihood runs over the available
+drivers. Features are each driver's recent results (last 8 races' finishing
+rank score, participation rates). luce-train prints the validation NLL per
+race; luce-eval prints the test NLL per race of the model, uniform (log 20! ≈
+42.3 nats), frequency PL, recency PL and static PL (fit_pl), the model lowest.
+Needs the shared data ($LUCE_SHARED_DATA, default ../shared/data).
+"""
+
+from luce.configs.common import base_config
+
+
+def get_config(arg: str = "mlp"):
+  c = base_config()
+  c.data.source = "ergast:rankings/f1_1950_2019?from_year=1996"
+  c.data.valid_from = "2017-01-01"
+  c.data.test_from = "2018-01-01"
+  c.data.eval_k = 3                        # the podium
+  c.data.features.last = 8
+  c.data.features.horizons = (5, 20, 60)
+  c.data.features.calendar = False
+  c.data.features.static = False           # nationality one-hots add nothing the embedding lacks
+  c.model.encoder = arg or "mlp"
+  c.model.hidden = 64
+  c.model.embed_dim = 8
+  c.model.dropout = 0.1
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.weight_decay = 1e-3
+  c.train.batch_size = 32
+  c.train.num_steps = 1500
+  c.train.eval_every = 100
+  c.train.checkpoint_every = 100
+  c.train.patience = 5
+  c.baselines.recency_half_life = 20.0
+  return c

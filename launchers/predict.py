@@ -1,0 +1,104 @@
+"""luce-predict: batch predictions of a trained run, written to Parquet.
+
+    luce-predict --workdir=/tmp/luce-f1 --split=test --samples=10 --out=/tmp/f1-test.parquet
+
+For every event of the split, one row: `event_id`, `time`, `inclusion_prob`
+(float32[n]: each item's probability of being in the top k, a Monte Carlo
+estimate from --draws Gumbel-top-k lists), `top_k` (int32[k]: the k available
+items with the highest scores, best first), `samples` (S lists of k items drawn
+from the model, each a valid top-k of the event's available items) and
+`scores` (float32[n]). k is --k, default the config's data.eval_k. Prints the
+file written and the mean hits@k of `top_k`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("workdir", None, "Folder of a luce-train run.")
+flags.DEFINE_enum("split", "test", ["train", "valid", "test"], "Which split's events to predict.")
+flags.DEFINE_integer("samples", 10, "Sampled top-k lists per event (S).")
+flags.DEFINE_integer("draws", 2000, "Gumbel-top-k draws per event behind inclusion_prob.")
+flags.DEFINE_integer("k", None, "Length of top_k and of each sample (default data.eval_k).")
+flags.DEFINE_integer("seed", 0, "Seed of the samples.")
+flags.DEFINE_string("out", None, "Parquet file to write.")
+flags.mark_flags_as_required(["workdir", "out"])
+FLAGS = flags.FLAGS
+
+
+def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
+  """(pyarrow.Table of predictions, mean hits@k of top_k) for `split`'s events."""
+  import jax
+  import numpy as np
+  import pyarrow as pa
+
+  import luce
+  from luce import eval_metrics
+  from luce.errors import ConfigError
+  from luce.train import predict_scores
+
+  arrays = run.prepared.arrays[split]
+  rows = run.prepared.split_range(split)
+  n = run.prepared.n_items
+  if not 1 <= k <= int(arrays["available"].sum(axis=1).min()):
+    raise ConfigError(f"--k={k} must be between 1 and the fewest available items in an event "
+                      f"({int(arrays['available'].sum(axis=1).min())}).")
+  if samples < 0 or draws < 1:
+    raise ConfigError(f"--samples={samples} must be >= 0 and --draws={draws} >= 1.")
+  scores = predict_scores(run.model, run.params, arrays, run.config.train.eval_batch_size)
+  forbidden = ~arrays["available"]
+  key_samples, key_draws = jax.random.split(jax.random.key(seed))
+  sample = jax.jit(lambda key, s, f, count: luce.pl_sample(
+      key, jax.numpy.broadcast_to(s, (count,) + s.shape), k, forbidden=f), static_argnums=3)
+  inclusion = np.zeros((len(scores), n), np.float32)
+  drawn = np.zeros((len(scores), samples, k), np.int32)
+  for i in range(len(scores)):
+    lists = np.asarray(sample(jax.random.fold_in(key_draws, i), scores[i], forbidden[i], draws))
+    np.add.at(inclusion[i], lists.reshape(-1), 1.0 / draws)
+    if samples:
+      drawn[i] = np.asarray(sample(jax.random.fold_in(key_samples, i), scores[i], forbidden[i], samples))
+  top = eval_metrics.top_k(scores, arrays["available"], k)
+  hits = float(eval_metrics.hits_at_k(scores, arrays["items"], arrays["available"], k).mean())
+  table = run.prepared.table.slice(rows.start, rows.stop)
+
+  def lists(a, dtype):
+    return pa.array([x.tolist() for x in a], type=pa.list_(dtype))
+
+  out = pa.table({
+      "event_id": table.events.column("event_id"),
+      "time": table.events.column("time"),
+      "inclusion_prob": lists(inclusion, pa.float32()),
+      "top_k": lists(top, pa.int32()),
+      "samples": pa.array([x.tolist() for x in drawn], type=pa.list_(pa.list_(pa.int32()))),
+      "scores": lists(scores, pa.float32()),
+  })
+  return out, hits
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  import pyarrow.parquet as pq
+
+  from luce.train import load_run
+  run = load_run(FLAGS.workdir)
+  k = FLAGS.k or run.config.data.eval_k
+  table, hits = predict(run, FLAGS.split, samples=FLAGS.samples, draws=FLAGS.draws, k=k,
+                        seed=FLAGS.seed)
+  out = pathlib.Path(FLAGS.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  pq.write_table(table, out)
+  print(f"wrote {out}: {table.num_rows} events of {FLAGS.split}, top-{k} lists and {FLAGS.samples} "
+        f"samples each; mean hits@{k} of top_k {hits:.3f}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
