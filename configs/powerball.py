@@ -1,0 +1,31 @@
+"""Powerball white balls (5 of 69, 2015-2026): a fair lottery, the no-skill check.
+
+    luce-train --config=configs/powerball.py --workdir=/tmp/luce-powerball
+
+Each draw is an unordered set: the likelihood is the PL set likelihood
+(luce.pl_set.pl_set_log_prob), not the draw order. Prints the validation NLL per
+draw of the model beside uniform (log C(69,5) = 16.23 nats), frequency,
+recency and static PL; on a fair lottery nothing should beat uniform by more
+than noise, and a model that does is overfitting. Needs the shared data
+($LUCE_SHARED_DATA, default ../shared/data).
+"""
+
+from luce.configs.common import base_config
+
+
+def get_config(arg: str = "mlp"):
+  c = base_config()
+  c.data.source = "draws:draws/powerball.csv"
+  c.data.eval_k = 5
+  c.data.features.last = 4
+  c.model.encoder = arg or "mlp"
+  c.model.hidden = 32
+  c.model.embed_dim = 4
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.weight_decay = 1e-2
+  c.train.batch_size = 32
+  c.train.num_steps = 400
+  c.train.eval_every = 50
+  c.train.checkpoint_every = 50
+  c.train.patience = 3
+  return c
