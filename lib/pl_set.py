@@ -301,14 +301,11 @@ def _subset_tables(k):
 def _exact(s_set, valid, log_r):
   """log P(S) by the subset recursion, for float[B, k] set scores.
 
-  log f(A) = logsumexp_{i in A} [log f(A \\ i) + s_i - D(A \\ i)], with
+  The PL conditional is log pi(i | B) = s_i - D(B), with
   D(B) = log(R + sum_{j in S, j not in B} w_j): a log-sum of positive terms
   built from the full set down (D(B) = logaddexp(D(B + j), s_j)), never a
   difference. Padded slots get s = -inf, so they add nothing to D and any mask
   holding one has f = 0; the answer is f at the mask of the valid slots.
-
-  Events sit on the last axis: every gather then copies whole rows of events,
-  which is several times faster on CPU than gathering single elements.
   """
   k = s_set.shape[-1]
   tables = _subset_tables(k)
@@ -322,15 +319,46 @@ def _exact(s_set, valid, log_r):
     d[c] = _logaddexp(jnp.take(d[c + 1], t["sup"], axis=0),
                       jnp.take(s, t["sup_item"], axis=0))
 
-  log_f = jnp.zeros_like(log_r)[None, :]  # f(empty) = 1
-  at_prefix = [log_f[0]]
+  def log_cond(c, pred, item):
+    return jnp.take(s, item, axis=0) - jnp.take(d[c], pred, axis=0)
+
+  return subset_recursion(log_cond, jnp.sum(valid, axis=-1), k)
+
+
+def subset_recursion(log_cond, size, k):
+  """log f(S) by the subset recursion over the k slots of a set S.
+
+    f(empty) = 1,   f(A) = sum_{i in A} f(A \\ i) pi(i | A \\ i),   P(S) = f(S),
+
+  for any sequential model pi of distinct picks: Plackett-Luce
+  (pi(i | B) = w_i / sum_{j not in B} w_j, `pl_set_log_prob`) and the subset
+  diffusion denoiser (`luce.diffusion.exact_set_log_prob`) both go through
+  here. The masks over the slots run one popcount layer at a time; events sit
+  on the last axis, so every gather copies whole rows of events (several
+  times faster on CPU than gathering single elements). Every term is
+  positive: no cancellation.
+
+  Args:
+    log_cond: `log_cond(c, pred, item) -> float[M, c + 1, B]`: log pi(slot
+      item[m, j] | the mask pred[m, j] of layer c), for int[M, c + 1] tables
+      `pred` (positions of masks in layer c, popcount c, in increasing mask
+      order) and `item` (a slot not in that mask); c = 0..k-1.
+    size: int[B], the valid slots of each event (slots 0..size-1); the answer
+      is f at the mask of those slots.
+    k: the static number of slots.
+
+  Returns:
+    float[B] log f(S).
+  """
+  tables = _subset_tables(k)
+  log_f, at_prefix = None, []
   for c in range(1, k + 1):
     t = tables[c]
-    g = log_f - d[c - 1]
-    terms = jnp.take(g, t["pred"], axis=0) + jnp.take(s, t["item"], axis=0)
+    cond = log_cond(c - 1, t["pred"], t["item"])
+    if log_f is None:  # f(empty) = 1, in the conditionals' dtype
+      log_f = jnp.zeros((1, size.shape[0]), cond.dtype)
+      at_prefix.append(log_f[0])
+    terms = jnp.take(log_f, t["pred"], axis=0) + cond
     log_f = _logsumexp(terms, axis=1)  # [C(k, c), B]
     at_prefix.append(log_f[t["prefix"]])
-  size = jnp.sum(valid, axis=-1)
   return jnp.take_along_axis(jnp.stack(at_prefix, axis=-1), size[:, None], axis=-1)[:, 0]
-
-
