@@ -4,11 +4,18 @@ The kernel is `cpu/pl_nll.cc` (its header comment gives the math and the
 fast/exact paths). Per row it makes one pass over the scores (max, exp,
 sum of the never-picked items), one reverse scan over the picks for the
 denominators, and, when a gradient is wanted, one forward scan and one more
-multiply per item: n exps and k logs in all, no sort, no scatter over the
-batch. The forward used under differentiation returns the gradient for a unit
+multiply per item: n + k exps and k logs in all, no sort, no scatter over the
+batch (picks are gathered and marked with AVX-512 gather/scatter within the
+row). The forward used under differentiation returns the gradient for a unit
 cotangent next to the value (the e_i are still in L1 there, where a separate
 backward would redo n exps), and the backward only scales it by the
-cotangent, which XLA fuses into whatever comes next.
+cotangent, which XLA fuses into whatever comes next. Residuals are that
+gradient, f32[B, n] and f32[B, k]: the size of the inputs.
+
+Rows are split over XLA's intra-op thread pool (the FFI `ThreadPool`
+context) when a call has more than ~64k elements of work; the calling thread
+claims blocks of rows too, so a busy pool only costs the split.
+`LUCE_PL_NLL_THREADS=1` keeps every row on the calling thread.
 
 Build mechanism, and why it is lazy:
 
@@ -200,9 +207,10 @@ def pl_nll_cpu(scores, ranking, where=None, weights=None):
 
   Same arguments, results and gradients as `xla.pl_nll_xla` (float32 out,
   +inf with zero gradient for a list that picks an unavailable item, 0 for an
-  all-padding list). Falls back to it when the kernel is unavailable.
+  all-padding list). Falls back to it when the kernel is unavailable or the
+  default backend is not the CPU (the target exists for the CPU only).
   """
-  if not available():
+  if jax.default_backend() != "cpu" or not available():
     from luce.kernels.pl_nll.xla import pl_nll_xla
     return pl_nll_xla(scores, ranking, where, weights)
   s = scores.astype(jnp.float32)
