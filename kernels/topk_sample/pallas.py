@@ -32,7 +32,10 @@ once from the inputs, then read and written in place), which works as VMEM
 on TPU and as global memory on GPU.
 
 top-u: each row fills only its first u[b] slots; a block stops after
-max(u) over its rows. The row-level feasibility mask is applied in XLA.
+max(u) over its rows.
+
+Blocks are 8 rows (one sublane tile; `block_rows` may ask for any multiple
+of 8) by the whole padded row, walked in 128-lane tiles. The row-level feasibility mask is applied in XLA.
 
 `interpret=True` runs the kernel on CPU through Pallas' interpreter.
 """
@@ -53,18 +56,19 @@ _BIG = 2**30   # larger than any item id
 
 
 def _topk_kernel(z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
+  rows = z_ref.shape[0]
   if quotas:
     g_ref, lo_in, hi_in, d_ref = refs[:4]
     refs = refs[4:]
   refs = refs[n_poison:]  # poisoned initial outputs, if any (aliased)
   out_ref = refs[0]
-  lane = jax.lax.broadcasted_iota(jnp.int32, (_ROWS, _CHUNK), 1)
+  lane = jax.lax.broadcasted_iota(jnp.int32, (rows, _CHUNK), 1)
 
   def tile(c):
     return pl.ds(pl.multiple_of(c * _CHUNK, _CHUNK), _CHUNK)
 
   def clear(c, carry):
-    out_ref[:, tile(c)] = jnp.full((_ROWS, _CHUNK), -1, jnp.int32)
+    out_ref[:, tile(c)] = jnp.full((rows, _CHUNK), -1, jnp.int32)
     return carry
 
   jax.lax.fori_loop(0, k_chunks, clear, 0)
@@ -92,7 +96,7 @@ def _topk_kernel(z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
       idx = lane + c * _CHUNK
       ok = (z < last_z[:, None]) | ((z == last_z[:, None]) & (idx > last_i[:, None]))
       if quotas:
-        g = jnp.broadcast_to(g_ref[:, lanes], (_ROWS, _CHUNK))
+        g = jnp.broadcast_to(g_ref[:, lanes], (rows, _CHUNK))
         same = (g == prev_g[:, None]).astype(jnp.int32)
         lo = lo_ref[:, lanes] - same
         hi = hi_ref[:, lanes] - same
@@ -111,9 +115,9 @@ def _topk_kernel(z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
         best_lo = jnp.where(better, clo, best_lo)
       return (jnp.where(better, m, best_z), jnp.where(better, i, best_i), best_g, best_lo)
 
-    none_i = jnp.full((_ROWS,), -1, jnp.int32)
-    init = (jnp.full((_ROWS,), -jnp.inf, jnp.float32), none_i, none_i,
-            jnp.zeros((_ROWS,), jnp.int32))
+    none_i = jnp.full((rows,), -1, jnp.int32)
+    init = (jnp.full((rows,), -jnp.inf, jnp.float32), none_i, none_i,
+            jnp.zeros((rows,), jnp.int32))
     best_z, best_i, best_g, best_lo = jax.lax.fori_loop(0, n_chunks, chunk, init)
     found = (best_z > -jnp.inf) & (j < take_u)
     pick = jnp.where(found, best_i, -1)
@@ -124,9 +128,9 @@ def _topk_kernel(z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
             jnp.where(found, best_g, -1),
             deficit - (found & (best_lo > 0)).astype(jnp.int32))
 
-  init = (jnp.full((_ROWS,), jnp.inf, jnp.float32), jnp.full((_ROWS,), -1, jnp.int32),
-          jnp.full((_ROWS,), -1, jnp.int32),
-          d_ref[:, 0] if quotas else jnp.zeros((_ROWS,), jnp.int32))
+  init = (jnp.full((rows,), jnp.inf, jnp.float32), jnp.full((rows,), -1, jnp.int32),
+          jnp.full((rows,), -1, jnp.int32),
+          d_ref[:, 0] if quotas else jnp.zeros((rows,), jnp.int32))
   jax.lax.fori_loop(0, n_slots, slot, init)
 
 
@@ -135,22 +139,31 @@ def _pad(x, rows, cols, value):
   return jnp.pad(x, ((0, rows - b), (0, cols - c)), constant_values=value)
 
 
+def _block_rows(b, interpret):
+  """Rows per program: 8 (a sublane tile) when compiled. The interpreter runs
+  the grid steps one after another at about a millisecond each whatever their
+  size, so large interpreted batches take 256-row blocks (same kernel code)."""
+  return 256 if interpret and b > 1024 else _ROWS
+
+
 def topk_ids(z, k, take_u, lo=None, hi=None, d0=None, groups=None, *,
-             interpret=False, poison=None):
+             interpret=False, poison=None, block_rows=None):
   """The kernel on canonical inputs: int32[B, k] ids, no row-level mask.
 
   z float32[B, n] with −inf for unavailable items; take_u int32[B] in [0, k];
   with quotas, lo / hi int32[B, n] per-item group bounds, d0 int32[B] and
   groups int32[n]. `poison`: an int; the ids output starts filled with it
   (through `input_output_aliases`), so an element the kernel fails to write
-  shows up (the tests use it).
+  shows up (the tests use it). `block_rows`: rows per program, a multiple
+  of 8 (default `_block_rows`).
   """
   b, n = z.shape
-  bp = pl.cdiv(max(b, 1), _ROWS) * _ROWS
+  rb = block_rows or _block_rows(b, interpret)
+  bp = pl.cdiv(max(b, 1), rb) * rb
   npad = pl.cdiv(n, _CHUNK) * _CHUNK
   kpad = pl.cdiv(k, _CHUNK) * _CHUNK
   quotas = lo is not None
-  row_spec = lambda w: pl.BlockSpec((_ROWS, w), lambda r: (r, 0))
+  row_spec = lambda w: pl.BlockSpec((rb, w), lambda r: (r, 0))
   args = [_pad(z.astype(jnp.float32), bp, npad, -jnp.inf),
           _pad(jnp.broadcast_to(take_u[:, None], (b, _CHUNK)), bp, _CHUNK, 0)]
   in_specs = [row_spec(npad), row_spec(_CHUNK)]
@@ -176,7 +189,7 @@ def topk_ids(z, k, take_u, lo=None, hi=None, d0=None, groups=None, *,
   outs = pl.pallas_call(
       kernel,
       out_shape=tuple(out_shapes),
-      grid=(bp // _ROWS,),
+      grid=(bp // rb,),
       in_specs=in_specs,
       out_specs=tuple(out_specs),
       input_output_aliases=aliases,
@@ -186,16 +199,16 @@ def topk_ids(z, k, take_u, lo=None, hi=None, d0=None, groups=None, *,
 
 
 def topk_sample_pallas(perturbed, k, u=None, forbidden=None, groups=None, quotas=None,
-                       *, interpret=False, poison=None):
+                       *, interpret=False, poison=None, block_rows=None):
   """Arguments and result as `reference.topk_sample_reference`."""
   z = _common.available(perturbed, forbidden)
   rows, _ = z.shape
   take_u = _common.slots_per_row(u, rows, k)
   if quotas is None:
-    return topk_ids(z, k, take_u, interpret=interpret, poison=poison)
+    return topk_ids(z, k, take_u, interpret=interpret, poison=poison, block_rows=block_rows)
   groups = groups.astype(jnp.int32)
   q = _common.row_quotas(quotas, rows)
   lo, hi, d0 = _common.item_bounds(groups, q)
   ids = topk_ids(z, k, take_u, lo, hi, d0, jnp.clip(groups, 0, q.shape[1] - 1),
-                 interpret=interpret, poison=poison)
+                 interpret=interpret, poison=poison, block_rows=block_rows)
   return _common.finish(ids, _common.feasible(z, groups, q, k))
