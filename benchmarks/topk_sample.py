@@ -1,0 +1,99 @@
+"""Benchmark: constrained Gumbel-top-k sampling (the topk_sample op), CPU.
+
+    python -m benchmarks.topk_sample [--batch=10000] [--rounds=5]
+
+For each case (lottery-like 5 of 69 and 20 of 80 items, B lists per call,
+without and with group quotas) times, jitted and warm (median of interleaved
+rounds, results blocked on):
+
+  noise       `gumbel_noise(key, (B, n))`: 32 random bits and -log(-log1p(-v))
+              per item, the part every implementation shares;
+  op/xla      the op on perturbed scores: `lax.top_k`, or the slot scan with
+              quotas;
+  op/ref      the op's pure-jnp reference (slot-by-slot masked argmax);
+  pl_sample   `pl_sample(key, scores, k, impl="xla")`: centering, noise, op.
+
+and reports sets per second (B / median time). The Pallas kernel runs once per
+case under `interpret=True` on the first 512 rows as a correctness smoke (ids
+identical to XLA's); it is not timed (interpreted Pallas says nothing about
+compiled speed). Prints Markdown; writes benchmarks/out/topk_sample.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from benchmarks import _timing
+from luce.kernels.topk_sample import topk_sample
+from luce.sampling import gumbel_noise, pl_sample
+
+SMOKE_ROWS = 512
+
+
+def cases():
+  """(name, n, k, groups, quotas): quotas=None for the unconstrained case."""
+  g69 = np.minimum(np.arange(69) // 10, 6)          # decades 0-9, ..., 60-68
+  q69 = np.array([[0, 2]] * 6 + [[1, 2]])            # <= 2 per decade, >= 1 of 60-68
+  g80 = np.arange(80) // 10                          # 8 groups of 10
+  q80 = np.array([[1, 4]] * 8)                       # 1 to 4 from each
+  return [("5 of 69", 69, 5, None, None), ("5 of 69 + quotas", 69, 5, g69, q69),
+          ("20 of 80", 80, 20, None, None), ("20 of 80 + quotas", 80, 20, g80, q80)]
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--batch", type=int, default=10_000)
+  p.add_argument("--rounds", type=int, default=5)
+  p.add_argument("--round_seconds", type=float, default=0.3)
+  p.add_argument("--out", default="benchmarks/out/topk_sample.json")
+  args = p.parse_args()
+  b = args.batch
+  rng = np.random.default_rng(0)
+  key = jax.random.key(0)
+  info = _timing.machine()
+  print(f"# topk_sample, B = {b}, {info['cpu']}, {info['cores']} cores, "
+        f"load {info['loadavg']}, jax {info['versions']['jax']}, {info['date']}\n")
+  rows = []
+  for name, n, k, groups, quotas in cases():
+    scores = jnp.asarray(rng.normal(0, 1, (b, n)), jnp.float32)
+    kw = {} if quotas is None else {"groups": jnp.asarray(groups, jnp.int32),
+                                    "quotas": jnp.asarray(quotas, jnp.int32)}
+    z = scores + gumbel_noise(key, (b, n))
+    noise = jax.jit(functools.partial(gumbel_noise, shape=(b, n)))
+    op = {impl: jax.jit(functools.partial(topk_sample, k=k, impl=impl, **kw))
+          for impl in ("xla", "reference")}
+    sample = jax.jit(functools.partial(pl_sample, k=k, impl="xla", **kw))
+    fns = {
+        "noise": lambda: noise(key).block_until_ready(),
+        "op/xla": lambda: op["xla"](z).block_until_ready(),
+        "op/ref": lambda: op["reference"](z).block_until_ready(),
+        "pl_sample": lambda: sample(key, scores).block_until_ready(),
+    }
+    ids = np.asarray(op["xla"](z))
+    np.testing.assert_array_equal(ids, np.asarray(op["reference"](z)))
+    smoke = np.asarray(topk_sample(z[:SMOKE_ROWS], k, impl="pallas", interpret=True, **kw))
+    np.testing.assert_array_equal(smoke, ids[:SMOKE_ROWS])
+    t = _timing.time_interleaved(fns, rounds=args.rounds, round_seconds=args.round_seconds)
+    row = {"case": name, "n": n, "k": k, "batch": b, "pallas_interpret_smoke": "ids match"}
+    for f, r in t.items():
+      row[f] = {**r, "sets_per_s": b / r["median_s"]}
+    rows.append(row)
+  print("| case | noise | op xla | op reference | pl_sample (xla) | ref / xla |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    cell = lambda f: f"{r[f]['median_s'] * 1e3:.2f} ms ({r[f]['sets_per_s'] / 1e6:.2f} M/s)"
+    print(f"| {r['case']} | {cell('noise')} | {cell('op/xla')} | {cell('op/ref')} "
+          f"| {cell('pl_sample')} | {r['op/ref']['median_s'] / r['op/xla']['median_s']:.1f}× |")
+  print(f"\nPallas (interpret=True, first {SMOKE_ROWS} rows): ids identical to XLA in "
+        f"every case (not timed).")
+  _timing.write_json({"machine": info, "git": _timing.git_state(), "args": vars(args),
+                      "rows": rows}, args.out)
+
+
+if __name__ == "__main__":
+  main()
