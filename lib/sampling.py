@@ -106,7 +106,8 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None,
   that law, the stage-wise process gives more mass to lists whose later slots
   had fewer eligible items, because the quotas renormalize each slot over E_j
   rather than over every item left.
-  It costs O(k (n + G)) per row (one `lax.scan` over the slots).
+  It costs O(k n) per row (one pass over the items per slot; see
+  `luce.kernels.topk_sample`).
 
   Scores are centered on the row's largest allowed score before the noise is
   added, so a large common offset does not swamp the noise in float32.
