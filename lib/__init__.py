@@ -11,6 +11,7 @@ from luce.errors import (
     InfeasibleError,
     InputError,
     LuceError,
+    NonFiniteError,
     ShapeError,
 )
 

@@ -34,3 +34,7 @@ class ConvergenceError(LuceError, RuntimeError):
 
 class ConfigError(LuceError, ValueError):
   """A configuration that is inconsistent or names unknown fields."""
+
+
+class NonFiniteError(LuceError, FloatingPointError):
+  """Training met a NaN or inf loss or gradient (names the step and metric)."""

@@ -172,10 +172,13 @@ def _update_with_array(h, a: pa.Array) -> None:
     h.update((offsets - offsets[0]).tobytes())
     if bufs[2] is not None and len(a):
       h.update(memoryview(bufs[2])[offsets[0]:offsets[-1]])
+  elif pa.types.is_fixed_size_list(t):
+    h.update(f"size {t.list_size}|".encode())
+    _update_with_array(h, a.flatten())
   elif pa.types.is_boolean(t):
     values = np.asarray(a.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
     h.update(np.packbits(values).tobytes())
-  elif t.bit_width % 8 == 0 and t.num_buffers == 2:
+  elif pa.types.is_primitive(t) and t.bit_width % 8 == 0 and t.num_buffers == 2:
     width = t.bit_width // 8
     values = np.frombuffer(a.buffers()[1], dtype=f"u{width}")[a.offset:a.offset + len(a)]
     if valid is not None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 
 import numpy as np
 
@@ -118,21 +116,8 @@ def prepare(config) -> Prepared:
 
 
 def data_hash(table) -> str:
-  """The table's content hash; for tables whose context columns
-  `EventTable.content_hash` cannot hash yet (fixed-size lists, e.g. the prices
-  reader's `ctx_returns`), a sha256 of what training reads: times, kinds,
-  items, availability, weights and the catalog labels."""
-  try:
-    return table.content_hash
-  except ValueError:
-    h = hashlib.sha256(b"luce.train fallback hash v1")
-    for array in (table.times().astype(np.int64), table.items_array(), table.lengths(),
-                  table.available_mask(), table.weights()):
-      h.update(str(array.shape).encode())
-      h.update(np.ascontiguousarray(array).tobytes())
-    h.update(json.dumps(table.events.column("kind").to_pylist()).encode())
-    h.update(table.catalog.to_json().encode())
-    return h.hexdigest()
+  """The table's sha256 content hash (saved with checkpoints)."""
+  return table.content_hash
 
 
 def baseline_scores(prepared: Prepared, config) -> dict[str, np.ndarray]:

@@ -13,17 +13,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from luce import eval_metrics
-from luce.errors import ConfigError, LuceError
+from luce.errors import ConfigError, NonFiniteError
 from luce.models import PLScorer, history_columns
 from luce.train._config import checked_config, config_json, flatten, incompatible_changes
 from luce.train._data import Prepared, baseline_scores, prepare
 from luce.train._step import (BAD_METRICS, BATCH_KEYS, TrainState, batch_sharding, host_copy,
                               init_state, make_mesh, make_optimizer, make_train_step, pl_loss,
                               replicated)
-
-
-class NonFiniteError(LuceError, FloatingPointError):
-  """Training met a NaN or inf loss or gradient."""
 
 
 def build_model(config, prepared: Prepared) -> PLScorer:

@@ -37,6 +37,21 @@ def test_hash_ignores_chunking_but_not_values(rng):
   assert other.content_hash != t.content_hash
 
 
+def test_hash_covers_fixed_size_list_context(rng):
+  # Price tables keep each day's returns as a fixed-size list column.
+  t = _table(rng, m=6)
+  returns = pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=6 * 3)), 3)
+  events = t.events.append_column("ctx_returns", returns)
+  digest = ld.content_hash(events, t.catalog)
+  chunked = pa.concat_tables([events.slice(0, 2), events.slice(2)])
+  assert ld.content_hash(chunked, t.catalog) == digest
+  changed = np.asarray(returns.flatten()).copy()
+  changed[7] += 1e-9
+  other = events.set_column(events.column_names.index("ctx_returns"), "ctx_returns",
+                            pa.FixedSizeListArray.from_arrays(pa.array(changed), 3))
+  assert ld.content_hash(other, t.catalog) != digest
+
+
 def test_hash_mismatch_is_caught(tmp_path, rng):
   t = _table(rng)
   path = tmp_path / "t.parquet"
