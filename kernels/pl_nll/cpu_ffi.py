@@ -40,7 +40,13 @@ Build mechanism, and why it is lazy:
   No compiler, a failed build or a failed load: `available()` returns False,
   warns once (`NativeKernelWarning`, with the compiler's message) and the
   dispatcher uses the XLA implementation. Importing this module never builds
-  or raises. `LUCE_NATIVE=0` turns the native kernel off.
+  or raises. `LUCE_NATIVE=0` turns the native kernel off;
+  `LUCE_NATIVE_CXXFLAGS` adds compiler flags (part of the cache key).
+
+  The kernel uses 16-float vectors with AVX-512 (gather/scatter intrinsics for
+  the picks), 8 with AVX/AVX2 and 4 otherwise; on this project's machine
+  (AVX-512) one thread does value+grad at (256, 1024) in ~0.7 ms, built for
+  AVX2 ~1.3 ms, for plain x86-64 ~1.9 ms (the XLA implementation: ~3.5 ms).
 """
 
 from __future__ import annotations
@@ -99,13 +105,19 @@ def _cache_dirs():
   yield os.path.join(tempfile.gettempdir(), f"luce-native-{os.getuid()}")
 
 
+def _flags():
+  # LUCE_NATIVE_CXXFLAGS comes last, so e.g. -march=x86-64-v3 overrides -march=native
+  # (a cache shared by machines of different CPUs).
+  return _FLAGS + os.environ.get("LUCE_NATIVE_CXXFLAGS", "").split()
+
+
 def _key(cxx: str) -> str:
   import jaxlib
   h = hashlib.sha256()
   with open(_SOURCE, "rb") as f:
     h.update(f.read())
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-  for part in (jaxlib.__version__, version, " ".join(_FLAGS), _cpu_flags(), platform.machine()):
+  for part in (jaxlib.__version__, version, " ".join(_flags()), _cpu_flags(), platform.machine()):
     h.update(b"\0" + part.encode())
   return h.hexdigest()[:20]
 
@@ -129,7 +141,7 @@ def _build() -> str:
       errors.append(f"{d}: {e}")
       continue
     try:
-      cmd = [cxx, *_FLAGS, "-isystem", jax.ffi.include_dir(), _SOURCE, "-o", tmp]
+      cmd = [cxx, *_flags(), "-isystem", jax.ffi.include_dir(), _SOURCE, "-o", tmp]
       out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
       if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}")

@@ -51,27 +51,37 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+#define LUCE_INLINE inline __attribute__((always_inline))
+
+// One vector: 16 floats with AVX-512, 8 with AVX, else 4 (SSE, NEON): GCC
+// lowers vectors wider than the machine's badly.
+#if defined(__AVX512F__)
 constexpr int kLanes = 16;
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
-typedef uint32_t vu __attribute__((vector_size(64)));
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
+#endif
+typedef float vf __attribute__((vector_size(4 * kLanes)));
+typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
+typedef uint32_t vu __attribute__((vector_size(4 * kLanes)));
 typedef double vd __attribute__((vector_size(64)));  // 8 doubles
-typedef int64_t vl __attribute__((vector_size(64)));
+typedef double vdl __attribute__((vector_size(8 * kLanes)));  // kLanes doubles
 
 constexpr float kSafeRange = 60.0f;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-inline vf Load(const float* p) {
+LUCE_INLINE vf Load(const float* p) {
   vf v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-inline void Store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
-inline vf Splat(float x) { return vf{} + x; }
+LUCE_INLINE void Store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+LUCE_INLINE vf Splat(float x) { return vf{} + x; }
 
 // exp(x) for x <= 0 (always score - max here); 0 below -87.3 and for -inf.
 // Cephes expf: Cody-Waite reduction, degree-6 polynomial, ~1 ulp.
-inline vf ExpNeg(vf x) {
+LUCE_INLINE vf ExpNeg(vf x) {
   vi tiny = x < Splat(-87.3f);
   vf xc = tiny ? Splat(-87.3f) : x;
   vf fn = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -92,7 +102,7 @@ inline vf ExpNeg(vf x) {
 }
 
 // log(x) for positive normal x. Cephes logf, ~1 ulp.
-inline vf LogPos(vf x) {
+LUCE_INLINE vf LogPos(vf x) {
   vi bits = (vi)x;
   vi e = ((bits >> 23) & 0xff) - 127;
   vf m = (vf)((bits & 0x7fffff) | 0x3f800000);  // [1, 2)
@@ -119,9 +129,9 @@ inline vf LogPos(vf x) {
 }
 
 #if defined(__AVX512F__)
-inline float HMax(vf v) { return _mm512_reduce_max_ps((__m512)v); }
-inline float HMin(vf v) { return _mm512_reduce_min_ps((__m512)v); }
-inline double HSum(vf v) {  // in double
+LUCE_INLINE float HMax(vf v) { return _mm512_reduce_max_ps((__m512)v); }
+LUCE_INLINE float HMin(vf v) { return _mm512_reduce_min_ps((__m512)v); }
+LUCE_INLINE double HSum(vf v) {  // in double
   typedef double vd4 __attribute__((vector_size(32)));
   typedef double vd2 __attribute__((vector_size(16)));
   vd s = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), vd) +
@@ -130,38 +140,33 @@ inline double HSum(vf v) {  // in double
   vd2 h = __builtin_shufflevector(q, q, 0, 1) + __builtin_shufflevector(q, q, 2, 3);
   return h[0] + h[1];
 }
-inline bool Any(vi v) { return _mm512_test_epi32_mask((__m512i)v, (__m512i)v) != 0; }
+LUCE_INLINE bool Any(vi v) { return _mm512_test_epi32_mask((__m512i)v, (__m512i)v) != 0; }
 #else
-inline float HMax(vf v) {
+LUCE_INLINE float HMax(vf v) {
   float m = v[0];
   for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]);
   return m;
 }
-inline float HMin(vf v) {
+LUCE_INLINE float HMin(vf v) {
   float m = v[0];
   for (int i = 1; i < kLanes; ++i) m = std::min(m, v[i]);
   return m;
 }
-inline double HSum(vf v) {
+LUCE_INLINE double HSum(vf v) {
   double a = 0.0;
   for (int i = 0; i < kLanes; ++i) a += v[i];
   return a;
 }
-inline bool Any(vi v) {
+LUCE_INLINE bool Any(vi v) {
   bool a = false;
   for (int i = 0; i < kLanes; ++i) a |= v[i] != 0;
   return a;
 }
 #endif
 
-inline vf ToFloat16(vd lo, vd hi) {
-  typedef float vf8 __attribute__((vector_size(32)));
-  vf8 a = __builtin_convertvector(lo, vf8), b = __builtin_convertvector(hi, vf8);
-  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-}
-
-// In-register scans of 16 floats.
-inline vf SuffixScan16(vf v) {
+// In-register scans of one vector.
+#if defined(__AVX512F__)
+LUCE_INLINE vf SuffixScan(vf v) {
   const vf z{};
   v += __builtin_shuffle(v, z, vi{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
   v += __builtin_shuffle(v, z, vi{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 16});
@@ -169,7 +174,7 @@ inline vf SuffixScan16(vf v) {
   v += __builtin_shuffle(v, z, vi{8, 9, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16});
   return v;
 }
-inline vf PrefixScan16(vf v) {
+LUCE_INLINE vf PrefixScan(vf v) {
   const vf z{};
   v += __builtin_shuffle(v, z, vi{16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14});
   v += __builtin_shuffle(v, z, vi{16, 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13});
@@ -177,16 +182,41 @@ inline vf PrefixScan16(vf v) {
   v += __builtin_shuffle(v, z, vi{16, 16, 16, 16, 16, 16, 16, 16, 0, 1, 2, 3, 4, 5, 6, 7});
   return v;
 }
-// carry + v in double, rounded once to float: the within-block sums are
-// float (16 terms), the running carry across blocks is double.
-inline vf AddCarry(vf v, double carry) {
-  typedef float vf8 __attribute__((vector_size(32)));
-  vf8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
-  vf8 b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  vd c = vd{} + carry;
-  return ToFloat16(__builtin_convertvector(a, vd) + c, __builtin_convertvector(b, vd) + c);
+#elif defined(__AVX__)
+LUCE_INLINE vf SuffixScan(vf v) {
+  const vf z{};
+  v += __builtin_shuffle(v, z, vi{1, 2, 3, 4, 5, 6, 7, 8});
+  v += __builtin_shuffle(v, z, vi{2, 3, 4, 5, 6, 7, 8, 8});
+  v += __builtin_shuffle(v, z, vi{4, 5, 6, 7, 8, 8, 8, 8});
+  return v;
 }
-inline vi LoadI(const int32_t* p) {
+LUCE_INLINE vf PrefixScan(vf v) {
+  const vf z{};
+  v += __builtin_shuffle(v, z, vi{8, 0, 1, 2, 3, 4, 5, 6});
+  v += __builtin_shuffle(v, z, vi{8, 8, 0, 1, 2, 3, 4, 5});
+  v += __builtin_shuffle(v, z, vi{8, 8, 8, 8, 0, 1, 2, 3});
+  return v;
+}
+#else
+LUCE_INLINE vf SuffixScan(vf v) {
+  const vf z{};
+  v += __builtin_shuffle(v, z, vi{1, 2, 3, 4});
+  v += __builtin_shuffle(v, z, vi{2, 3, 4, 4});
+  return v;
+}
+LUCE_INLINE vf PrefixScan(vf v) {
+  const vf z{};
+  v += __builtin_shuffle(v, z, vi{4, 0, 1, 2});
+  v += __builtin_shuffle(v, z, vi{4, 4, 0, 1});
+  return v;
+}
+#endif
+// carry + v in double, rounded once to float: the within-block sums are
+// float (kLanes terms), the running carry across blocks is double.
+LUCE_INLINE vf AddCarry(vf v, double carry) {
+  return __builtin_convertvector(__builtin_convertvector(v, vdl) + carry, vf);
+}
+LUCE_INLINE vi LoadI(const int32_t* p) {
   vi v;
   std::memcpy(&v, p, sizeof(v));
   return v;
@@ -194,28 +224,28 @@ inline vi LoadI(const int32_t* p) {
 
 // base[idx] where mask (all ones) is set, else fallback; and its inverse.
 #if defined(__AVX512F__)
-inline vf Gather(const float* base, vi idx, vi mask, vf fallback) {
+LUCE_INLINE vf Gather(const float* base, vi idx, vi mask, vf fallback) {
   __mmask16 m = _mm512_test_epi32_mask((__m512i)mask, (__m512i)mask);
   return (vf)_mm512_mask_i32gather_ps((__m512)fallback, m, (__m512i)idx, base, 4);
 }
-inline void Scatter(float* base, vi idx, vi mask, vf v) {
+LUCE_INLINE void Scatter(float* base, vi idx, vi mask, vf v) {
   __mmask16 m = _mm512_test_epi32_mask((__m512i)mask, (__m512i)mask);
   _mm512_mask_i32scatter_ps(base, m, (__m512i)idx, (__m512)v, 4);
 }
 #else
-inline vf Gather(const float* base, vi idx, vi mask, vf fallback) {
+LUCE_INLINE vf Gather(const float* base, vi idx, vi mask, vf fallback) {
   vf out = fallback;
   for (int l = 0; l < kLanes; ++l)
     if (mask[l]) out[l] = base[idx[l]];
   return out;
 }
-inline void Scatter(float* base, vi idx, vi mask, vf v) {
+LUCE_INLINE void Scatter(float* base, vi idx, vi mask, vf v) {
   for (int l = 0; l < kLanes; ++l)
     if (mask[l]) base[idx[l]] = v[l];
 }
 #endif
 
-inline int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+LUCE_INLINE int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 struct Scratch {
   std::vector<float> x;     // [np] available scores, picks removed; then e_i
@@ -416,7 +446,7 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
   double carry = eu;
   vf nacc = Splat(0.0f), qacc = Splat(0.0f);
   for (int64_t j = kp - kLanes; j >= 0; j -= kLanes) {
-    vf sc16 = SuffixScan16(Load(ep + j));
+    vf sc16 = SuffixScan(Load(ep + j));
     vf sv = AddCarry(sc16, carry);
     carry += sc16[0];
     vf xv = Load(xp + j);
@@ -450,7 +480,7 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
   // 6. Forwards: prefix sums P_j of q_j, and the picks' gradient e_j P_j - w_j.
   double pc = 0.0;
   for (int64_t j = 0; j < kp; j += kLanes) {
-    vf v = PrefixScan16(Load(xp + j));
+    vf v = PrefixScan(Load(xp + j));
     vf pj = AddCarry(v, pc);
     pc += v[kLanes - 1];
     vi id = LoadI(rr + j);
