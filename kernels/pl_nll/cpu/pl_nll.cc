@@ -17,11 +17,17 @@
 // where a separate backward would redo n exps. The caller's backward scales
 // both by the cotangent.
 //
-// Fast path: one shift by M, sums of positive terms (suffix and prefix scans
-// in double), vectorized exp/log (GCC vector extensions; 16 floats a vector).
-// Exact as long as every picked score is within kSafeRange nats of M (then
-// S_j >= e^-60 and nothing that matters underflows). Any other row takes the
-// exact path: running-max log-sum-exp scans in double, any finite scores.
+// Fast path, per row: (1) copy + max; (2) gather the picks' scores and e's,
+// mark them -inf in the copy (AVX-512 gather/scatter); (3) e_i in place and
+// E_U; (4) one backward loop over the stages: suffix sums, log, t_j, NLL,
+// w_j / S_j; (5) e_i P_last for every item; (6) one forward loop: prefix sums
+// and the picks' gradient, scattered. Sums of positive terms only: in-vector
+// scans in float, the carry across vectors in double. Vectorized Cephes
+// exp/log (GCC vector extensions: 16 floats a vector with AVX-512, 8 with AVX,
+// 4 otherwise). Exact as long as every picked score is within kSafeRange nats
+// of M (then S_j >= e^-60 and nothing that matters underflows). Any other row
+// takes the exact path: running-max log-sum-exp scans in double (and the
+// gradient's exponents s_i + C_j added in double), any finite scores.
 //
 // Inputs: scores f32[..., n], ranking s32[..., k] (-1 or any id outside [0, n)
 // is a pad), where pred[..., n] or an empty array (all available), weights
