@@ -35,8 +35,9 @@ def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto", inter
       nor in U.
     weights: float[..., k] or None, ≥ 0: weight of each stage's term (e.g. a
       position discount). Pass weights[..., None] for one weight per list.
-    impl: "auto" | "xla" | "pallas" | "reference" (see `luce.kernels.pl_nll`);
-      "auto" is Pallas on GPU/TPU and XLA on CPU.
+    impl: "auto" | "cpu" | "xla" | "pallas" | "reference" (see
+      `luce.kernels.pl_nll`); "auto" is Pallas on GPU/TPU and, on CPU, the
+      native kernel ("cpu", built on first use) or XLA when it cannot build.
     interpret: run the Pallas kernels in Pallas' interpreter (impl="pallas"
       only), so they run on CPU too.
 
