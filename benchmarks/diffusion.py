@@ -2,6 +2,7 @@
 
     python -m benchmarks.diffusion                 # CPU, about 3 minutes under load
     python -m benchmarks.diffusion --quick         # fewer repeats
+    python -m benchmarks.diffusion --experiments   # synthetic 5 of 50 and Powerball, both families
 
 Games: 5 of 69 (Powerball's white balls) and 20 of 80 (keno). The denoiser is
 `luce.diffusion.SubsetDenoiser` (deep sets, hidden 64, depth 1) with random
@@ -12,6 +13,12 @@ sets/s of one jitted `sample_sets` call of 4096 sets. Quality vs steps: the
 co-occurrence MMD and the largest inclusion-rate gap between 50,000 sets drawn
 with `steps` and 50,000 exact (steps = k) sets. Training: events/s of a jitted
 MD4 step (loss + AdamW) on batches of 256 sets. Writes benchmarks/out/diffusion.json.
+
+--experiments trains the diffusion family (`luce.diffusion.train_diffusion`)
+and the neural PL family (`luce.train.train_and_evaluate`) on the same config
+and scores both, the baselines and (synthetic) the oracle on the validation
+events with one function, `luce.diffusion.exact_nll` (the exact subset
+recursion), with bootstrap 95% intervals. Writes benchmarks/out/diffusion_experiments.json.
 """
 
 from __future__ import annotations
@@ -147,11 +154,57 @@ def bench_training(quick):
   return rows
 
 
+def experiment(name, config, steps):
+  import math
+  import tempfile
+  import luce.train
+  config.train.num_steps = steps
+  config.train.log_every = max(steps // 4, 1)
+  config.train.progress_bar = False
+  t0 = time.perf_counter()
+  result = D.train_diffusion(config)
+  diffusion_s = time.perf_counter() - t0
+  valid = result["prepared"].arrays["valid"]
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.perf_counter()
+    luce.train.train_and_evaluate(config, workdir)
+    pl_s = time.perf_counter() - t0
+    run = luce.train.load_run(workdir)
+    scores = luce.train.predict_scores(run.model, run.params, valid, 1024)
+  table = dict(result["valid"])
+  table["neural_pl"] = D.nll_summary(D.exact_nll(valid, scores=scores))
+  n, k = valid["available"].shape[1], valid["items"].shape[1]
+  title = (f"{name}: {table['diffusion']['events']} validation events, exact NLL in nats per event "
+           f"(log C({n},{k}) = {math.log(math.comb(n, k)):.4f})")
+  print(D.format_nll_table(table, title), flush=True)
+  return {"name": name, "steps": steps, "table": table, "train_seconds": {"diffusion": diffusion_s,
+          "neural_pl": pl_s}, "diffusion_events_per_s": result["events_per_second"],
+          "log_comb": math.log(math.comb(n, k))}
+
+
+def experiments(steps):
+  from luce.configs import powerball, synthetic
+  out = []
+  c = synthetic.get_config("set")
+  c.data.synthetic.n_items, c.data.synthetic.k = 50, 5
+  out.append(experiment("synthetic 5 of 50", c, steps))
+  out.append(experiment("powerball 5 of 69", powerball.get_config(), steps))
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--experiments", action="store_true")
+  parser.add_argument("--steps", type=int, default=600, help="train steps of --experiments")
   parser.add_argument("--out", default="benchmarks/out/diffusion.json")
   args = parser.parse_args()
+  if args.experiments:
+    out = pathlib.Path(args.out).with_name("diffusion_experiments.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(experiments(args.steps), indent=1) + "\n")
+    print(f"wrote {out}")
+    return
   print(f"backend {jax.default_backend()}, devices {jax.devices()}, cores {_timing.cores()}", flush=True)
   result = {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "cores": _timing.cores(),
             "sampling": bench_sampling(args.quick), "quality": bench_quality(args.quick),

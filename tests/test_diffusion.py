@@ -161,7 +161,7 @@ def test_exact_sampler_with_quotas_matches_masked_model_chi_square():
   assert pvalue > 1e-3
 
 
-@pytest.mark.parametrize("steps", [5, 2, 1])
+@pytest.mark.parametrize("steps", [5, 2])
 def test_constrained_samples_never_violate_a_constraint(steps):
   n, k, batch = 69, 5, 100_000
   rng = np.random.default_rng(steps)
