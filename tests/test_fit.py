@@ -61,7 +61,8 @@ def test_derivatives_match_autodiff(rng, use_where):
   where = None
   if use_where:
     where = rng.random((m, n)) < 0.6
-    where[np.arange(m)[:, None], np.maximum(r, 0)] |= (r >= 0)
+    rows, slots = np.nonzero(r >= 0)
+    where[rows, r[rows, slots]] = True   # listed items are available
     where[0] = False
     where[0, r[0]] = True   # a complete row: lists every available item
   c = rng.random(m) + 0.5
