@@ -34,6 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       encoder="mlp", hidden=64, depth=2, heads=4, embed_dim=16, dropout=0.0))
+  # "pl" (neural Plackett-Luce) or "diffusion" (luce.diffusion: the same encoder for the
+  # base logits plus a subset denoiser; sets only, scored by the exact subset recursion).
+  c.model.family = "pl"
 
   c.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=3e-3, warmup_steps=50, schedule="cosine",  # or "constant"

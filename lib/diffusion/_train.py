@@ -147,60 +147,121 @@ def nll_summary(nll, weights=None, *, resamples: int = 2000, seed: int = 0) -> d
   return {"nll_per_event": float(nll.mean()), "ci95": (float(lo), float(hi)), "events": len(nll)}
 
 
-def train_diffusion(config, *, log=print) -> dict:
-  """Train the diffusion family on the config's data with luce.train's step and
-  evaluate on the validation split, next to the baselines and (synthetic) the
-  oracle, all in exact nats per event.
+def train_diffusion(config, workdir=None, *, log=print) -> dict:
+  """Train the diffusion family with luce.train's step and evaluate it on the
+  validation split next to the baselines and (synthetic) the oracle, all in
+  exact nats per event (`exact_nll`).
 
-  Returns {"model": DiffusionModel, "params", "prepared", "valid": name ->
-  nll_summary, "events_per_second", "compile_seconds"}. No checkpoints yet.
+  With a `workdir` it is a luce-train run: config.json, metrics.jsonl (train
+  loss every train.log_every steps, exact validation NLL every
+  train.eval_every), orbax checkpoints in checkpoints/ and best/ (luce.train's
+  `Checkpoints`: state + config + data hash), resumed from the latest one,
+  and eval_valid.json at the end.
+
+  Returns {"model": DiffusionModel, "params" (the best), "prepared",
+  "valid": name -> nll_summary, "events_per_second", "compile_seconds", "step"}.
   """
+  import json
+  import pathlib
   from luce.train import (checked_config, init_state, make_mesh, make_optimizer, make_train_step,
-                          prepare, reference_scores, batch_indices)
+                          prepare, reference_scores, batch_indices, Checkpoints)
+  from luce.train._config import config_json
   from luce.train._loop import global_batch
   from luce.train._step import batch_sharding, replicated, host_copy
 
   config = checked_config(config)
   prepared = prepare(config)
   train = prepared.arrays["train"]
+  valid = prepared.arrays["valid"]
   model = build_diffusion_model(config, prepared)
   optimizer = make_optimizer(config)
   mesh = make_mesh(config.mesh.data)
-  batch_size = config.train.batch_size
+  batch_size, t = config.train.batch_size, config.train
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   example = {key: train[key][:batch_size] for key in _KEYS}
   with jax.set_mesh(mesh):
     state = jax.jit(lambda key: init_state(model, optimizer, example, key),
                     out_shardings=replicated(mesh))(init_key)
+  checkpoints, start, best = None, 0, {"nll": None, "step": None}
+  if workdir is not None:
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(workdir, config)
+    latest = checkpoints.latest.latest_step()
+    if latest is not None:
+      state, meta = checkpoints.restore(checkpoints.latest, latest, state, config, prepared.data_hash)
+      start, best = int(host_copy(state.step)), meta["loop"]
+      log(f"resumed from {checkpoints.latest.directory}/{latest} (step {start})")
+    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+    metrics_path = workdir / "metrics.jsonl"
+    if metrics_path.exists():  # a resumed run rewrites what came after its checkpoint
+      kept = [line for line in metrics_path.read_text().splitlines()
+              if line and json.loads(line)["step"] <= start]
+      metrics_path.write_text("".join(line + "\n" for line in kept))
+
+  def write(step, split, values):
+    if workdir is not None:
+      with metrics_path.open("a") as f:
+        f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+
+  def meta():
+    return {"config": config_json(config), "data_hash": prepared.data_hash, "loop": dict(best),
+            "source": config.data.source, "family": "diffusion"}
+
+  n_train = len(train["items"])
+  rate, compile_s = None, None
+  with jax.set_mesh(mesh):
     step_fn = make_train_step(model, optimizer, lambda out, batch: out, mesh=mesh)
     sharding = batch_sharding(mesh)
-    n_train = len(train["items"])
-    batch = global_batch(train, batch_indices(0, n_train, batch_size, config.seed), sharding)
-    t0 = time.perf_counter()
-    compiled = step_fn.lower(state, batch, step_key).compile()
-    compile_s = time.perf_counter() - t0
-    losses, t_start = [], None
-    for step in range(config.train.num_steps):
-      if step == 10:
-        jax.block_until_ready(state)
-        t_start = time.perf_counter()
+    if start < t.num_steps:
+      batch = global_batch(train, batch_indices(start, n_train, batch_size, config.seed), sharding)
+      t0 = time.perf_counter()
+      compiled = step_fn.lower(state, batch, step_key).compile()
+      compile_s = time.perf_counter() - t0
+      log(f"compiled the diffusion train step in {compile_s:.2f}s")
+    losses, timer = [], (start, time.perf_counter())
+    for step in range(start, t.num_steps):
       batch = global_batch(train, batch_indices(step, n_train, batch_size, config.seed), sharding)
       state, metrics = compiled(state, batch, step_key)
       losses.append(metrics["loss"])
-      if (step + 1) % config.train.log_every == 0:
-        log(f"step {step + 1}: MD4 loss {float(np.mean(jax.device_get(losses[-config.train.log_every:]))):.4f}")
-    jax.block_until_ready(state)
-    rate = ((config.train.num_steps - 10) * batch_size / (time.perf_counter() - t_start)
-            if t_start else None)
+      done = step + 1
+      if done % t.log_every == 0 or done == t.num_steps:
+        loss = float(np.mean(jax.device_get(losses)))
+        now = time.perf_counter()
+        rate = (done - timer[0]) * batch_size / max(now - timer[1], 1e-9)
+        losses, timer = [], (done, now)
+        write(done, "train", {"loss": loss, "events_per_second": rate})
+        log(f"step {done}: MD4 loss {loss:.4f} ({rate:,.0f} events/s)")
+      if checkpoints is not None and (done % t.eval_every == 0 or done == t.num_steps):
+        nll = float(exact_nll(valid, model=model, params=host_copy(state.params)).mean())
+        write(done, "valid", {"nll_per_event": nll})
+        if best["nll"] is None or nll < best["nll"]:
+          best.update(nll=nll, step=done)
+          checkpoints.save(checkpoints.best, done, state, meta())
+      if checkpoints is not None and (done % t.checkpoint_every == 0 or done == t.num_steps):
+        checkpoints.save(checkpoints.latest, done, state, meta())
   if int(host_copy(state.bad_step)) >= 0:
-    raise FloatingPointError(f"diffusion training hit a non-finite loss at step {int(state.bad_step)}.")
+    raise FloatingPointError(f"diffusion training hit a non-finite loss at step "
+                             f"{int(host_copy(state.bad_step))}; lower optimizer.learning_rate.")
   params = host_copy(state.params)
-  valid = prepared.arrays["valid"]
+  if checkpoints is not None:
+    checkpoints.wait()
+    if best["step"] is not None:
+      restored, _ = checkpoints.restore(checkpoints.best, best["step"], state, config, prepared.data_hash)
+      params = host_copy(restored.params)
+    checkpoints.close()
   results = {"diffusion": nll_summary(exact_nll(valid, model=model, params=params))}
   for name, s in reference_scores(prepared, config, "valid").items():
     results[name] = nll_summary(exact_nll(valid, scores=s))
+  log(format_nll_table(results, f"validation (best step {best['step']}): {len(valid['items'])} "
+                                f"events, exact NLL in nats per event (diffusion: exact, by the "
+                                f"subset recursion)"))
+  if workdir is not None:
+    (workdir / "eval_valid.json").write_text(json.dumps(
+        {"split": "valid", "step": best["step"], "source": config.data.source, "kind": "set",
+         "family": "diffusion", "nll": "exact", "models": results}, indent=2) + "\n")
   return {"model": model, "params": params, "prepared": prepared, "valid": results,
-          "events_per_second": rate, "compile_seconds": compile_s}
+          "events_per_second": rate, "compile_seconds": compile_s, "step": int(host_copy(state.step))}
 
 
 def format_nll_table(results: dict, title: str) -> str:

@@ -252,6 +252,11 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
      "compile_seconds": ..., "events_per_second": steady-state training rate}.
   """
   config = checked_config(config)
+  if config.model.family not in ("pl", "diffusion"):
+    raise ConfigError(f"model.family={config.model.family!r}; valid: pl, diffusion.")
+  if config.model.family == "diffusion":  # same step, checkpoints and metrics; its own eval
+    from luce.diffusion import train_diffusion
+    return train_diffusion(config, workdir)
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   if is_main:
