@@ -62,8 +62,7 @@ def assert_close(got, want, rtol=2e-5, atol=5e-5, what=""):
 def test_matches_reference(rng, impl, interpret):
   # One batch per shape mixes every kind of row: full, padded, all-padding,
   # masked items and −inf scores. Shapes are not multiples of any block.
-  for bsz, n, k in [(3, 2, 1), (5, 2, 2), (9, 37, 37), (11, 130, 129), (4, 1000, 1),
-                    (6, 777, 300), (2, 5000, 10)]:
+  for bsz, n, k in [(5, 2, 2), (11, 130, 129), (4, 1000, 1), (6, 777, 300)]:
     s, r, where = make_case(rng, bsz, n, k, mask=True, neg_inf=True)
     where = where.at[0].set(True)   # row 0 without a mask
     w = jnp.asarray(rng.random((bsz, k)) * 2, jnp.float32)

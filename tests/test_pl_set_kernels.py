@@ -25,7 +25,7 @@ def make_b(rng, bsz, k, spread):
 
 @pytest.mark.parametrize("impl,interpret", FAST)
 def test_matches_reference_values_and_gradients(rng, impl, interpret):
-  for bsz, k, spread in [(3, 1, 1.0), (9, 5, 2.0), (5, 40, 3.0), (4, 130, 1.0)]:
+  for bsz, k, spread in [(9, 5, 2.0), (5, 130, 2.0)]:
     b, valid = make_b(rng, bsz, k, spread)
     cot = jnp.asarray(rng.normal(size=bsz), jnp.float32)
     f = lambda x, i=impl, it=interpret: jnp.sum(quadrature(x, valid, impl=i, interpret=it) * cot)
