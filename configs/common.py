@@ -51,6 +51,16 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.baselines = ml_collections.ConfigDict(dict(
       names=("uniform", "frequency", "recency", "static"), recency_half_life=50.0, static_prior=0.01))
+  # luce-backtest (luce.eval.walk_forward): predict each event from [start, end) with the
+  # model last retrained on the events before it. `start`: ISO date or integer step of the
+  # first predicted event ("": the first validation event of data.split / data.valid_from).
+  c.backtest = ml_collections.ConfigDict(dict(
+      start="", window="expanding",          # or "rolling": the last window_events events only
+      window_events=0, retrain_every=250,    # refit (warm-started) every this many events
+      first_steps=1000, retrain_steps=200,   # train steps of the first fit and of each refit
+      portfolio_k=5, cost_bps=10.0,          # asset rankings: long top-k (and long-short), costs
+      bootstrap_samples=2000, block=0, level=0.95,  # block 0: n^(1/3) events
+      calibration_samples=256, calibration_bins=10))
   return c
 
 
@@ -58,3 +68,5 @@ def base_config() -> ml_collections.ConfigDict:
 # the run is watched, not what it computes.
 RESUMABLE_CHANGES = ("train.log_every", "train.progress_bar", "train.async_checkpoints",
                      "train.eval_batch_size", "train.max_to_keep")
+# The backtest section does not change what luce-train computes (runs written before it existed resume).
+RESUMABLE_CHANGES += tuple(f"backtest.{name}" for name in base_config().backtest)

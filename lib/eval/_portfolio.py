@@ -1,0 +1,149 @@
+"""Portfolio backtest of asset rankings: long the predicted top k (and long-short).
+
+Day t's weights are chosen from day t's scores (made before day t) and earn
+day t's returns. Accounting, per day t:
+
+  drifted   w̃_t = w_{t-1} (1 + r_{t-1}) / (1 + Σ_i w_{t-1,i} r_{t-1,i})   (w̃_0 = 0)
+  turnover  τ_t = Σ_i |w_t,i - w̃_t,i|        (the first day buys the whole book)
+  return    R_t = Σ_i w_t,i r_t,i - (bps / 10^4) τ_t
+
+so a cost of c bps is paid on every unit of value traded. Returns are simple
+(not log); NaN returns (asset not trading) count as 0 and such assets are not
+held.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from luce.errors import InputError, ShapeError
+
+PERIODS_PER_YEAR = 252
+
+
+def top_k_weights(scores, available, k: int, *, long_short: bool = False) -> np.ndarray:
+  """float64[T, n]: 1/k on each day's k best-scored available assets (and, long-short,
+  -1/k on the k worst). Ties go to the lower asset index."""
+  s = np.where(available, np.asarray(scores, np.float64), -np.inf)
+  T, n = s.shape
+  if not 1 <= k <= n // (2 if long_short else 1):
+    raise InputError(f"k={k} assets per side with {n} assets{' (long-short)' if long_short else ''}: "
+                     f"need 1 <= k <= {n // (2 if long_short else 1)}.")
+  w = np.zeros((T, n))
+  order = np.argsort(-s, axis=1, kind="stable")
+  rows = np.arange(T)[:, None]
+  count = np.minimum(available.sum(axis=1), k)[:, None]
+  top = order[:, :k]
+  w[rows, top] = np.where(np.arange(k)[None, :] < count, 1.0 / np.maximum(count, 1), 0.0)
+  if long_short:
+    low = np.argsort(np.where(available, np.asarray(scores, np.float64), np.inf), axis=1, kind="stable")[:, :k]
+    w[rows, low] -= np.where(np.arange(k)[None, :] < count, 1.0 / np.maximum(count, 1), 0.0)
+  return w
+
+
+def equal_weights(available) -> np.ndarray:
+  """float64[T, n]: 1 / (number available) on every available asset."""
+  a = np.asarray(available, np.float64)
+  return a / np.maximum(a.sum(axis=1, keepdims=True), 1.0)
+
+
+def run_weights(weights, returns, *, cost_bps: float) -> dict[str, np.ndarray]:
+  """Daily accounting of target weights (see the module docstring).
+
+  Args:
+    weights: float[T, n] target weights of each day.
+    returns: float[T, n] simple returns of each day (NaN: not traded).
+    cost_bps: cost in basis points per unit of value traded.
+
+  Returns:
+    {"returns": float64[T] net, "gross": float64[T], "turnover": float64[T],
+     "costs": float64[T]}.
+  """
+  w = np.asarray(weights, np.float64)
+  r = np.nan_to_num(np.asarray(returns, np.float64), nan=0.0)
+  if w.shape != r.shape or w.ndim != 2:
+    raise ShapeError(f"weights {w.shape} and returns {r.shape} must both be [days, assets].")
+  if cost_bps < 0:
+    raise InputError(f"cost_bps={cost_bps} must be >= 0.")
+  gross = (w * r).sum(axis=1)
+  drifted = np.zeros_like(w)
+  grown = w[:-1] * (1.0 + r[:-1])
+  drifted[1:] = grown / np.maximum(1.0 + gross[:-1], 1e-12)[:, None]
+  turnover = np.abs(w - drifted).sum(axis=1)
+  costs = cost_bps * 1e-4 * turnover
+  return {"returns": gross - costs, "gross": gross, "turnover": turnover, "costs": costs}
+
+
+def sharpe(returns, axis: int = -1) -> np.ndarray:
+  """Annualised Sharpe ratio (risk-free 0): mean / std * sqrt(252); 0 when std is 0."""
+  r = np.asarray(returns, np.float64)
+  sd = r.std(axis=axis, ddof=1)
+  return np.where(sd > 0, r.mean(axis=axis) / np.where(sd > 0, sd, 1.0) * np.sqrt(PERIODS_PER_YEAR), 0.0)
+
+
+def summary(result: dict) -> dict[str, float]:
+  """Annualised return and volatility, Sharpe, max drawdown (of the wealth
+  curve Π(1 + R_t), as a positive fraction), win rate (days with R_t > 0),
+  mean daily turnover, total return, total costs."""
+  r = result["returns"]
+  wealth = np.cumprod(1.0 + r)
+  peak = np.maximum.accumulate(np.concatenate([[1.0], wealth]))[1:]
+  return {
+      "annual_return": float((wealth[-1] ** (PERIODS_PER_YEAR / len(r))) - 1.0),
+      "annual_volatility": float(r.std(ddof=1) * np.sqrt(PERIODS_PER_YEAR)),
+      "sharpe": float(sharpe(r)),
+      "max_drawdown": float(np.max(1.0 - wealth / peak)),
+      "win_rate": float(np.mean(r > 0)),
+      "turnover": float(np.mean(result["turnover"])),
+      "total_return": float(wealth[-1] - 1.0),
+      "total_costs": float(np.sum(result["costs"])),
+      "days": int(len(r)),
+  }
+
+
+def sharpe_difference(a, b, *, block: int | None = None, samples: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> dict[str, float]:
+  """Sharpe(a) - Sharpe(b) of two daily return series on the same days, with a
+  paired circular block-bootstrap percentile interval (same resampled days for both)."""
+  from luce.eval._significance import default_block
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  n = len(a)
+  block = default_block(n) if not block else block
+  rng = np.random.default_rng(seed)
+  n_blocks = -(-n // block)
+  starts = rng.integers(0, n, size=(samples, n_blocks))
+  idx = ((starts[:, :, None] + np.arange(block)) % n).reshape(samples, -1)[:, :n]
+  diffs = sharpe(a[idx]) - sharpe(b[idx])
+  alpha = 1.0 - level
+  low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+  return {"mean": float(sharpe(a) - sharpe(b)), "ci_low": float(low), "ci_high": float(high),
+          "block": int(block)}
+
+
+def backtest(scores, returns, available, *, k: int, cost_bps: float, long_short: bool = True,
+             samples: int = 2000, seed: int = 0) -> dict:
+  """Top-k (and long-short) portfolios of the scores against equal weight.
+
+  Args:
+    scores: float[T, n] each day's scores, made before the day.
+    returns: float[T, n] each day's simple returns (NaN: not traded).
+    available: bool[T, n] assets that can be held that day.
+
+  Returns:
+    {"k", "cost_bps", "sharpe", "max_drawdown", "turnover", ... (summary of the
+     long top-k), "equal_weight": {...}, "long_short": {...},
+     "sharpe_diff": {"mean", "ci_low", "ci_high"} (long top-k minus equal weight),
+     "series": {"long": R[T], "equal_weight": R[T], "long_short": R[T]}}.
+  """
+  available = np.asarray(available, bool) & np.isfinite(np.asarray(returns, np.float64))
+  long = run_weights(top_k_weights(scores, available, k), returns, cost_bps=cost_bps)
+  equal = run_weights(equal_weights(available), returns, cost_bps=cost_bps)
+  out = {"k": int(k), "cost_bps": float(cost_bps), **summary(long), "equal_weight": summary(equal),
+         "sharpe_diff": sharpe_difference(long["returns"], equal["returns"], samples=samples, seed=seed)}
+  series = {"long": long["returns"], "equal_weight": equal["returns"]}
+  if long_short:
+    ls = run_weights(top_k_weights(scores, available, k, long_short=True), returns, cost_bps=cost_bps)
+    out["long_short"] = summary(ls)
+    series["long_short"] = ls["returns"]
+  out["series"] = series
+  return out
