@@ -253,7 +253,8 @@ def train_diffusion(config, workdir=None, *, log=print) -> dict:
   results = {"diffusion": nll_summary(exact_nll(valid, model=model, params=params))}
   for name, s in reference_scores(prepared, config, "valid").items():
     results[name] = nll_summary(exact_nll(valid, scores=s))
-  log(format_nll_table(results, f"validation (best step {best['step']}): {len(valid['items'])} "
+  which = f"best step {best['step']}" if best["step"] is not None else f"final step {t.num_steps}"
+  log(format_nll_table(results, f"validation ({which}): {len(valid['items'])} "
                                 f"events, exact NLL in nats per event (diffusion: exact, by the "
                                 f"subset recursion)"))
   if workdir is not None:
