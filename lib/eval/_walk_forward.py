@@ -164,8 +164,9 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       raise ConfigError(f"{out_dir} holds a backtest of another config or data "
                         f"({'; '.join(changed) or 'data hash differs'}); use a new --workdir.")
     with np.load(progress_path) as z:
-      if int(z["folds_done"]) >= latest:
-        done_folds = latest
+      # An interrupted fold may have saved its checkpoint but not its predictions.
+      if int(z["folds_done"]) in checkpoints.latest.all_steps():
+        done_folds = int(z["folds_done"])
         scores[:] = z["scores"]
   if done_folds:
     state, _ = checkpoints.restore(checkpoints.latest, done_folds, state, config, prepared.data_hash)
