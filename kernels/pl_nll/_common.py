@@ -14,7 +14,9 @@ gradient
 
 pos(i) the stage at which item i was picked (for an item never picked, C_k and
 w = 0), and ∂NLL/∂w_j = D_j − s_{π_j}. The ids are handled here, in XLA: one
-scatter builds pos, gathers read the picked scores and C_{pos(i)}.
+scatter marks the never-picked items for the forward, a gather reads the
+picked scores, and the backward scatters the picked items' gradients over the
+never-picked items' formula.
 """
 
 from __future__ import annotations
@@ -66,20 +68,27 @@ def _forward(denominators, s, ranking, w):
   denom = jnp.where(valid, denom, 0.0)
   stage = jnp.where(valid, denom - picked, 0.0)
   nll = jnp.where(impossible, jnp.inf, jnp.sum(w * stage, axis=-1))
-  return nll, (s, picked, pos, denom, valid, impossible)
+  return nll, (s, picked, ranking, denom, valid, impossible)
 
 
 def _backward(prefix_fn, w, res, g):
-  s, picked, pos, denom, valid, impossible = res
+  s, picked, ranking, denom, valid, impossible = res
   # log of w_j exp(−D_j); pads and zero weights give −inf.
   log_terms = jnp.where(valid & (w > 0), jnp.log(jnp.where(w > 0, w, 1.0)) - denom, -jnp.inf)
   prefix = prefix_fn(log_terms)
-  # Never-picked items are in every stage's race: C_k is the last prefix.
-  prefix = jnp.concatenate([prefix, prefix[:, -1:]], axis=-1)
-  wext = jnp.concatenate([jnp.where(valid, w, 0.0), jnp.zeros_like(w[:, :1])], axis=-1)
-  c = jnp.take_along_axis(prefix, pos, axis=-1)
-  wi = jnp.take_along_axis(wext, pos, axis=-1)
-  grad_s = jnp.exp(s + c) - wi
+  # Never-picked items are in every stage's race: their gradient is
+  # exp(s_u + C_k), C_k the last prefix. Write that for every item, then
+  # overwrite the B·k picked ones by a scatter (gathering C_pos(i) for all B·n
+  # items instead makes XLA emit a slow, unvectorised loop).
+  bsz, n = s.shape
+  picked_grad = jnp.where(valid, jnp.exp(picked + prefix) - w, 0.0)
+  rows = jnp.arange(bsz, dtype=jnp.int32)[:, None] * n
+  # Padded slots write into one spare cell past the end, which is then cut.
+  flat = jnp.where(valid, rows + ranking, bsz * n).reshape(-1)
+  grad_s = jnp.exp(s + prefix[:, -1:]).reshape(-1)
+  grad_s = jnp.concatenate([grad_s, jnp.zeros((1,), grad_s.dtype)])
+  grad_s = grad_s.at[flat].set(picked_grad.reshape(-1), mode="promise_in_bounds")
+  grad_s = grad_s[:-1].reshape(bsz, n)
   grad_s = jnp.where(impossible[:, None] | (s == -jnp.inf), 0.0, grad_s) * g[:, None]
   grad_w = jnp.where(valid & ~impossible[:, None], denom - picked, 0.0) * g[:, None]
   return grad_s, grad_w
