@@ -28,4 +28,9 @@ def get_config(arg: str = "mlp"):
   c.train.eval_every = 50
   c.train.checkpoint_every = 50
   c.train.patience = 3
+  # luce-backtest: the draws from 2021 on (about half), refit every 100 draws.
+  c.backtest.start = "2021-01-01"
+  c.backtest.retrain_every = 100
+  c.backtest.first_steps = 400
+  c.backtest.retrain_steps = 100
   return c

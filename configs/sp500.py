@@ -27,4 +27,9 @@ def get_config(arg: str = "mlp"):
   c.train.checkpoint_every = 100
   c.optimizer.learning_rate = 3e-4
   c.optimizer.weight_decay = 1e-2
+  # luce-backtest: 2005-2022 predicted day by day, refit yearly (about 250 trading days).
+  c.backtest.start = "2005-01-01"
+  c.backtest.retrain_every = 250
+  c.backtest.first_steps = 1000
+  c.backtest.retrain_steps = 200
   return c

@@ -46,6 +46,9 @@ def test_unavailable_items_and_ties():
   n = 7
   rr = le.reciprocal_rank(np.zeros((1, n)), np.array([[3]]), np.ones((1, n), bool))
   assert float(rr[0]) == pytest.approx(sum(1 / r for r in range(1, n + 1)) / n, rel=1e-5)
+  # uniform scores: expected hits k * |relevant| / n, not the ids 0..k-1.
+  items = np.array([[5, 6, -1]])
+  assert float(le.hits(np.zeros((1, n)), items, np.ones((1, n), bool), k=3)[0]) == pytest.approx(6 / 7)
   # fewer available items than k: -1 for the missing picks, no hit counted for them.
   few = np.array([[True, False, False, False, False]])
   assert le.top_k_items(SCORES, few, 2).tolist() == [[0, -1]]

@@ -9,7 +9,8 @@ Every function takes a batch of events on the leading axis:
 and returns float32[m] (one value per event) unless it says otherwise. The
 *relevant* items of an event are its first `relevant` listed items (its
 observed top-`relevant`; for sets, pass None to use the whole set). Items with
-equal scores are ordered by item id (`jax.lax.top_k` keeps the lower index).
+equal scores are ordered by item id (`jax.lax.top_k` keeps the lower index),
+except that hits, precision and recall count ties in expectation.
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ def _top_k_mask(scores, available, k: int):
   return ((idx[:, :, None] == jnp.arange(n)[None, None, :]) & (idx[:, :, None] >= 0)).any(axis=1)
 
 
+def _top_k_share(scores, available, k: int):
+  """float32[m, n]: P(item in the predicted top-k) when ties are broken uniformly
+  at random: 1 above the k-th score, (k - #above) / #tied at it, else 0."""
+  masked = jnp.where(available, scores.astype(jnp.float32), -jnp.inf)
+  kth = jax.lax.top_k(masked, k)[0][:, -1:]
+  above = available & (masked > kth)
+  tied = available & (masked == kth)
+  share = (k - above.sum(axis=1, keepdims=True)) / jnp.maximum(tied.sum(axis=1, keepdims=True), 1)
+  # Fewer than k available items: the k-th score is -inf and every available item is in.
+  return jnp.where(jnp.isfinite(kth), above + tied * share, available).astype(jnp.float32)
+
+
 @functools.partial(jax.jit, static_argnames=("kind",))
 def nll(scores, items, available, *, kind: str):
   """float32[m]: -log P(event) in nats, exact (`luce.eval_metrics.event_nll`:
@@ -71,9 +84,10 @@ def nll(scores, items, available, *, kind: str):
 def hits(scores, items, available, *, k: int, relevant: int | None = None):
   """float32[m]: |predicted top-k ∩ relevant items|; relevant=None: every listed
   item (a set), an int r: the observed top-r (default for rankings: r = k via
-  `hits_at_k`)."""
+  `hits_at_k`). Ties at the k-th score count in expectation over random
+  tie-breaking (uniform scores over n items: k |relevant| / n)."""
   rel = _relevant_mask(items, scores.shape[1], relevant)
-  return (_top_k_mask(scores, available, k) & rel).sum(axis=1).astype(jnp.float32)
+  return (_top_k_share(scores, available, k) * rel).sum(axis=1).astype(jnp.float32)
 
 
 def hits_at_k(scores, items, available, *, k: int):
@@ -91,14 +105,14 @@ def precision_at_k(scores, items, available, *, k: int, relevant: int | None = N
 def recall_at_k(scores, items, available, *, k: int, relevant: int | None = None):
   """float32[m]: |predicted top-k ∩ relevant| / |relevant| (0 for an empty list)."""
   rel = _relevant_mask(items, scores.shape[1], relevant) & available
-  found = (_top_k_mask(scores, available, k) & rel).sum(axis=1)
+  found = (_top_k_share(scores, available, k) * rel).sum(axis=1)
   size = rel.sum(axis=1)
   return jnp.where(size > 0, found / jnp.maximum(size, 1), 0.0).astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "relevant"))
 def ndcg_at_k(scores, items, available, *, k: int, relevant: int | None = None):
-  """float32[m]: NDCG@k with binary relevance.
+  """float32[m]: NDCG@k with binary relevance (ties ordered by item id).
 
   DCG = Σ_{j<k} rel(pred_j) / log2(j + 2), divided by the DCG of the ideal list
   (all min(k, |relevant|) relevant items first); 0 when nothing is relevant.

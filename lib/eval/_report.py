@@ -193,12 +193,12 @@ def _plots(result: dict, times, folder: pathlib.Path) -> None:
   ax.plot([0, 1], [0, 1], "k:", lw=1)
   for name, c in result["calibration"].items():
     count = np.asarray(c["count"])
-    keep = count > 0
+    keep = count >= 10  # a bin of a handful of entries is noise
     ax.plot(np.asarray(c["mean_predicted"])[keep], np.asarray(c["observed"])[keep], "o-", ms=3,
             label=f"{name} (ECE {c['ece']:.3f})")
   ax.set_xlabel(f"predicted P(in top {result['k']})")
   ax.set_ylabel("observed frequency")
-  ax.set_title("Reliability")
+  ax.set_title("Reliability (bins with 10+ item-events)")
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(folder / "calibration.png", dpi=110)
