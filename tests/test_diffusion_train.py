@@ -1,22 +1,39 @@
-"""luce.diffusion on luce.train's pipeline: a few steps of DiffusionModel, exact NLL for both families."""
+"""luce.diffusion on luce.train's pipeline: `--config.model.family=diffusion` end to end."""
+
+import json
 
 import numpy as np
 
-from luce import diffusion as D
+import luce.train
 from luce.configs import synthetic
 
 
-def test_train_diffusion_smoke_and_one_evaluation_path():
+def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
   c = synthetic.get_config("set")
   c.data.synthetic.update(n_items=12, k=3, n_events=300)
-  c.model.update(hidden=16, depth=1, embed_dim=4)
-  c.train.update(batch_size=32, num_steps=12, log_every=6, progress_bar=False)
+  c.model.update(hidden=16, depth=1, embed_dim=4, family="diffusion")
+  c.train.update(batch_size=32, num_steps=12, log_every=6, eval_every=6, checkpoint_every=6,
+                 progress_bar=False, async_checkpoints=False)
   c.baselines.names = ("uniform",)
-  result = D.train_diffusion(c, log=lambda *a: None)
+  result = luce.train.train_and_evaluate(c, tmp_path)
   valid = result["valid"]
   assert set(valid) == {"diffusion", "uniform", "oracle"}
-  # uniform through the recursion is log C(12, 3) on every event
+  # uniform through the subset recursion is log C(12, 3) on every event
   assert abs(valid["uniform"]["nll_per_event"] - np.log(220)) < 1e-4
   assert np.isfinite(valid["diffusion"]["nll_per_event"])
-  # the oracle is better than uniform on its own data
   assert valid["oracle"]["nll_per_event"] < valid["uniform"]["nll_per_event"]
+  assert (tmp_path / "checkpoints").is_dir() and (tmp_path / "best").is_dir()
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert {line["split"] for line in lines} == {"train", "valid"}
+
+  # Run again: resumes at the last step and trains nothing more.
+  again = luce.train.train_and_evaluate(c, tmp_path)
+  assert again["step"] == 12
+  np.testing.assert_allclose(again["valid"]["diffusion"]["nll_per_event"],
+                             valid["diffusion"]["nll_per_event"], rtol=1e-6)
+
+  # luce-eval's path: load the run, evaluate the model and the references.
+  run = luce.train.load_run(tmp_path)
+  table = luce.train.evaluate_run(run, "valid")
+  assert abs(table["model"]["nll_per_event"] - valid["diffusion"]["nll_per_event"]) < 1e-4
+  assert {"hits_at_k", "ndcg_at_k"} <= set(table["model"])

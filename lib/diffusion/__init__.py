@@ -22,5 +22,6 @@ from luce.diffusion._masks import allowed_items, check_constraints, masked_log_s
 from luce.diffusion._sampler import sample_sets
 from luce.diffusion._metrics import (cooccurrence_mmd, inclusion_calibration, inclusion_from_samples,
                                      overlap_histogram, validity_rate)
-from luce.diffusion._train import (DiffusionModel, build_diffusion_model, exact_nll, format_nll_table,
+from luce.diffusion._train import (DiffusionModel, build_diffusion_model, evaluate_diffusion_run, exact_nll,
+                                   first_pick_scores, format_nll_table,
                                    nll_summary, train_diffusion)

@@ -182,7 +182,7 @@ def train_diffusion(config, workdir=None, *, log=print) -> dict:
   with jax.set_mesh(mesh):
     state = jax.jit(lambda key: init_state(model, optimizer, example, key),
                     out_shardings=replicated(mesh))(init_key)
-  checkpoints, start, best = None, 0, {"nll": None, "step": None}
+  checkpoints, start, best = None, 0, {"nll": None, "step": None, "evals_since_best": 0}
   if workdir is not None:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -236,10 +236,17 @@ def train_diffusion(config, workdir=None, *, log=print) -> dict:
         nll = float(exact_nll(valid, model=model, params=host_copy(state.params)).mean())
         write(done, "valid", {"nll_per_event": nll})
         if best["nll"] is None or nll < best["nll"]:
-          best.update(nll=nll, step=done)
+          best.update(nll=nll, step=done, evals_since_best=0)
           checkpoints.save(checkpoints.best, done, state, meta())
-      if checkpoints is not None and (done % t.checkpoint_every == 0 or done == t.num_steps):
+        else:
+          best["evals_since_best"] = best.get("evals_since_best", 0) + 1
+      stop = bool(t.patience) and best.get("evals_since_best", 0) >= t.patience
+      if checkpoints is not None and (done % t.checkpoint_every == 0 or done == t.num_steps or stop):
         checkpoints.save(checkpoints.latest, done, state, meta())
+      if stop:
+        log(f"stopped early at step {done}: no better validation NLL in {t.patience} evaluations "
+            f"(best {best['nll']:.4f} at step {best['step']})")
+        break
   if int(host_copy(state.bad_step)) >= 0:
     raise FloatingPointError(f"diffusion training hit a non-finite loss at step "
                              f"{int(host_copy(state.bad_step))}; lower optimizer.learning_rate.")
@@ -271,3 +278,42 @@ def format_nll_table(results: dict, title: str) -> str:
     lo, hi = r["ci95"]
     lines.append(f"  {name:<12}{r['nll_per_event']:>10.4f}  [{lo:>8.4f}, {hi:>8.4f}]")
   return "\n".join(lines)
+
+
+def first_pick_scores(model, params, arrays, batch_size: int = 256) -> np.ndarray:
+  """float32[m, n]: the denoiser's logits with nothing visible (r = k), the
+  scores hits@k and NDCG@k rank items by."""
+  m = len(arrays["items"])
+  key = (model, "first")
+  if key not in _nll_cache:
+    def first(params, chunk):
+      enc = model.apply({"params": params}, chunk, method="encode")
+      vis = jnp.zeros(chunk["available"].shape, bool)
+      r = jnp.full(vis.shape[:1], model.k, jnp.int32)
+      return model.apply({"params": params}, enc, vis, r, method="denoise")
+    _nll_cache[key] = jax.jit(first)
+  out, size = [], min(batch_size, max(m, 1))
+  for start in range(0, m, size):
+    idx = np.arange(start, start + size).clip(max=m - 1)
+    chunk = {name: arrays[name][idx] for name in _KEYS}
+    out.append(np.asarray(_nll_cache[key](params, chunk))[:min(size, m - start)])
+  return np.concatenate(out)
+
+
+def evaluate_diffusion_run(run, split: str) -> dict:
+  """`luce.train.evaluate_run` for a diffusion run: the model's exact NLL (subset
+  recursion), hits@k / NDCG@k from its first-pick logits, and the baselines
+  (and oracle) as luce.train evaluates them (the same recursion)."""
+  from luce import eval_metrics
+  from luce.train import evaluate, reference_scores
+  if split not in run.prepared.arrays:
+    run.prepared.split_range(split)  # raises with the valid names
+  arrays = run.prepared.arrays[split]
+  model = eval_metrics.summary(first_pick_scores(run.model, run.params, arrays), arrays["items"],
+                               arrays["available"], arrays["weights"], kind="set",
+                               k=run.config.data.eval_k)
+  nll = exact_nll(arrays, model=run.model, params=run.params)
+  weights = np.asarray(arrays["weights"], np.float64)
+  model["nll_per_event"] = float(np.sum(nll * weights) / max(np.sum(weights), 1e-12))
+  return {"model": model, **evaluate(run.prepared, run.config, split,
+                                     reference_scores(run.prepared, run.config, split))}

@@ -420,6 +420,9 @@ def load_run(workdir, *, checkpoint: str = "best") -> Run:
   config = checked_config(ml_collections.ConfigDict(json.loads(config_path.read_text())))
   prepared = prepare(config)
   model = build_model(config, prepared)
+  if config.model.family == "diffusion":
+    from luce.diffusion import build_diffusion_model
+    model = build_diffusion_model(config, prepared)
   optimizer = make_optimizer(config)
   example = {k: prepared.arrays["train"][k][:1] for k in BATCH_KEYS}
   state = jax.jit(lambda key: init_state(model, optimizer, example, key))(jax.random.key(0))
@@ -440,6 +443,9 @@ def load_run(workdir, *, checkpoint: str = "best") -> Run:
 
 def evaluate_run(run: Run, split: str) -> dict:
   """Metrics of the run's model, every baseline and (synthetic data) the oracle on `split`."""
+  if run.config.model.family == "diffusion":
+    from luce.diffusion import evaluate_diffusion_run
+    return evaluate_diffusion_run(run, split)
   arrays = run.prepared.arrays[split] if split in run.prepared.arrays else None
   if arrays is None:
     run.prepared.split_range(split)  # raises with the valid names
