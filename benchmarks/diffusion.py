@@ -173,13 +173,36 @@ def experiment(name, config, steps):
     scores = luce.train.predict_scores(run.model, run.params, valid, 1024)
   table = dict(result["valid"])
   table["neural_pl"] = D.nll_summary(D.exact_nll(valid, scores=scores))
+  quality = sample_quality(result, valid)
   n, k = valid["available"].shape[1], valid["items"].shape[1]
   title = (f"{name}: {table['diffusion']['events']} validation events, exact NLL in nats per event "
            f"(log C({n},{k}) = {math.log(math.comb(n, k)):.4f})")
   print(D.format_nll_table(table, title), flush=True)
-  return {"name": name, "steps": steps, "table": table, "train_seconds": {"diffusion": diffusion_s,
+  print(f"  samples: validity {quality['validity']:.4f}, inclusion ECE {quality['ece']:.4f} "
+        f"(Brier {quality['brier']:.5f}), co-occurrence MMD^2 to held-out {quality['mmd']:+.4f} "
+        f"(held-out vs uniform sets {quality['mmd_uniform']:+.4f}); pairwise overlap "
+        f"{np.round(quality['overlap']['observed'], 4).tolist()} vs hypergeometric "
+        f"{np.round(quality['overlap']['expected'], 4).tolist()}", flush=True)
+  return {"name": name, "steps": steps, "table": table, "sample_quality": quality, "train_seconds": {"diffusion": diffusion_s,
           "neural_pl": pl_s}, "diffusion_events_per_s": result["events_per_second"],
           "log_comb": math.log(math.comb(n, k))}
+
+
+def sample_quality(result, valid, per_event=200):
+  """Sample metrics of the trained diffusion model on the validation events."""
+  n, k = valid["available"].shape[1], valid["items"].shape[1]
+  sets = D.sample_for_events(result["model"], result["params"], valid, jax.random.key(7), per_event)
+  flat = sets.reshape(-1, k)
+  rng = np.random.default_rng(0)
+  uniform = np.stack([rng.choice(n, k, replace=False) for _ in range(len(valid["items"]))])
+  cal = D.inclusion_calibration(D.inclusion_from_samples(sets, n), valid["items"])
+  overlap = D.overlap_histogram(flat, n, k, pairs=200_000)
+  return {"validity": D.validity_rate(flat, n, k, available=np.repeat(valid["available"], per_event, 0)),
+          "ece": cal["ece"], "brier": cal["brier"],
+          "mmd": D.cooccurrence_mmd(sets[:, 0], valid["items"], n),
+          "mmd_uniform": D.cooccurrence_mmd(uniform, valid["items"], n),
+          "overlap": {key: np.asarray(v).tolist() if key in ("observed", "expected") else v
+                      for key, v in overlap.items()}}
 
 
 def experiments(steps):

@@ -2,9 +2,11 @@
 
 import json
 
+import jax
 import numpy as np
 
 import luce.train
+from luce import diffusion as D
 from luce.configs import synthetic
 
 
@@ -37,3 +39,10 @@ def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
   table = luce.train.evaluate_run(run, "valid")
   assert abs(table["model"]["nll_per_event"] - valid["diffusion"]["nll_per_event"]) < 1e-4
   assert {"hits_at_k", "ndcg_at_k"} <= set(table["model"])
+
+  # Samples per event are valid sets of that event's available items.
+  arrays = run.prepared.arrays["valid"]
+  sets = D.sample_for_events(run.model, run.params, arrays, jax.random.key(0), 4)
+  assert sets.shape == (len(arrays["items"]), 4, 3)
+  flat = sets.reshape(-1, 3)
+  assert D.validity_rate(flat, 12, 3, available=np.repeat(arrays["available"], 4, axis=0)) == 1.0

@@ -24,4 +24,4 @@ from luce.diffusion._metrics import (cooccurrence_mmd, inclusion_calibration, in
                                      overlap_histogram, validity_rate)
 from luce.diffusion._train import (DiffusionModel, build_diffusion_model, evaluate_diffusion_run, exact_nll,
                                    first_pick_scores, format_nll_table,
-                                   nll_summary, train_diffusion)
+                                   nll_summary, sample_for_events, train_diffusion)

@@ -317,3 +317,40 @@ def evaluate_diffusion_run(run, split: str) -> dict:
   model["nll_per_event"] = float(np.sum(nll * weights) / max(np.sum(weights), 1e-12))
   return {"model": model, **evaluate(run.prepared, run.config, split,
                                      reference_scores(run.prepared, run.config, split))}
+
+
+def sample_for_events(model, params, arrays, key, samples: int, *, steps=None,
+                      batch_size: int = 256) -> np.ndarray:
+  """int32[m, samples, k]: sets drawn from a DiffusionModel for every event of
+  `arrays`, each a valid k-set of the event's available items (the
+  `sample_sets` loop, context encoded once per event).
+
+  What `luce-predict`'s `samples` and `inclusion_prob` columns need for this family.
+  """
+  m = len(arrays["items"])
+  k = model.k
+  cache_key = (model, "sample", samples, steps)
+  if cache_key not in _nll_cache:
+    def draw(params, chunk, key):
+      enc = model.apply({"params": params}, chunk, method="encode")
+      enc = jax.tree.map(lambda x: jnp.repeat(x, samples, axis=0) if x.shape[0] > 1 else x, enc)
+      avail = jnp.repeat(chunk["available"], samples, axis=0)
+      fn = lambda v, r: model.apply({"params": params}, enc, v, r, method="denoise")
+      rows = avail.shape[0]
+      # the feasibility check ran on the concrete availability (below)
+      from luce.diffusion._sampler import _sample
+      from luce.kernels import topk_sample
+      return _sample(key, fn, model.n_items, k, rows, steps or k, avail, None, None,
+                     topk_sample.resolve_impl("auto"))
+    _nll_cache[cache_key] = jax.jit(draw)
+  short = np.asarray(arrays["available"]).sum(axis=1) < k
+  if short.any():
+    from luce.errors import InfeasibleError
+    raise InfeasibleError(f"event {int(np.argmax(short))} has fewer than k = {k} available items.")
+  out, size = [], min(batch_size, max(m, 1))
+  for i, start in enumerate(range(0, m, size)):
+    idx = np.arange(start, start + size).clip(max=m - 1)
+    chunk = {name: arrays[name][idx] for name in _KEYS}
+    sets = np.asarray(_nll_cache[cache_key](params, chunk, jax.random.fold_in(key, i)))
+    out.append(sets.reshape(size, samples, k)[:min(size, m - start)])
+  return np.concatenate(out)
