@@ -70,7 +70,7 @@ class SubsetDenoiser(nn.Module):
     self.blocks = [AttentionBlock(h, self.heads) for _ in range(self.depth)]
     self.out = nn.Dense(1, use_bias=False, kernel_init=nn.initializers.zeros)
 
-  def encode(self, context=None, base=None, batch: int = 1):
+  def encode(self, context=None, base=None):
     """Per-event item tokens.
 
     Args:
@@ -78,7 +78,6 @@ class SubsetDenoiser(nn.Module):
         features, an encoder's output); None: context-free (one event shape).
       base: optional float[B, n] base logits added to the output (e.g. a
         neural PL scorer's scores); the denoiser learns its own as well.
-      batch: B when context and base are None (tokens broadcast anyway).
 
     Returns:
       dict of float32 arrays: tokens [B, n, H], base [B, n], values [B, n, H],
@@ -144,7 +143,7 @@ class SubsetDenoiser(nn.Module):
 
   def __call__(self, context, visible, slots_left, base=None):
     """encode + denoise in one call (for `init` and simple use)."""
-    enc = self.encode(context, base, batch=visible.shape[-2])
+    enc = self.encode(context, base)
     return self.denoise(enc, visible, slots_left)
 
   def init_all(self, context, visible, slots_left, base=None):
