@@ -123,7 +123,9 @@ def reference_scores(prepared: Prepared, config, split: str,
 def format_table(results: dict, split: str, k: int, kind: str) -> str:
   """A text table: one row per model, NLL first."""
   first = next(iter(results.values()), {"events": 0})
-  what = "exact PL set likelihood" if kind == "set" else "exact PL likelihood"
+  # Every row is an exact likelihood: PL rows by the PL formulas, a diffusion
+  # row by the subset recursion over its conditionals.
+  what = "exact set likelihood" if kind == "set" else "exact likelihood"
   lines = [f"{split}: {first['events']} events, NLL in nats per event ({what})",
            f"  {'':<12}{'nll':>12}{f'hits@{k}':>10}{f'ndcg@{k}':>10}"]
   for name, r in results.items():
