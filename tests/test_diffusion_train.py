@@ -46,3 +46,19 @@ def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
   assert sets.shape == (len(arrays["items"]), 4, 3)
   flat = sets.reshape(-1, 3)
   assert D.validity_rate(flat, 12, 3, available=np.repeat(arrays["available"], 4, axis=0)) == 1.0
+
+  # luce-predict's path: every column, from the diffusion sampler.
+  import pytest
+  from luce.errors import ConfigError
+  from luce.launchers.predict import predict
+  out, hits = predict(run, "valid", samples=2, draws=50, k=3, seed=0)
+  assert out.num_rows == len(arrays["items"]) and 0.0 <= hits <= 3.0
+  inclusion = np.array(out.column("inclusion_prob").to_pylist())
+  np.testing.assert_allclose(inclusion.sum(axis=1), 3.0, atol=1e-5)
+  assert np.all(inclusion[~arrays["available"]] == 0)
+  drawn = np.array(out.column("samples").to_pylist())
+  assert drawn.shape == (len(arrays["items"]), 2, 3)
+  assert D.validity_rate(drawn.reshape(-1, 3), 12, 3,
+                         available=np.repeat(arrays["available"], 2, axis=0)) == 1.0
+  with pytest.raises(ConfigError, match="sets of exactly k = 3"):
+    predict(run, "valid", samples=2, draws=50, k=2, seed=0)
