@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from luce import _checks
 from luce.errors import InputError, ShapeError
+from luce.kernels import check_interpret
 from luce.kernels.pl_set import quadrature, resolve_impl
 
 # The exact recursion costs k 2^(k-1) terms per event: fine to 16, absurd after.
@@ -103,9 +104,7 @@ def pl_set_log_prob(scores, subset, *, where=None, method="auto", impl="auto",
   """
   if not isinstance(method, str) or method not in _METHODS:
     raise InputError(f"method must be one of {_METHODS}, got {method!r}.")
-  resolve_impl(impl)
-  if interpret and resolve_impl(impl) != "pallas":
-    raise InputError("interpret=True runs Pallas kernels only; it needs impl='pallas'.")
+  check_interpret(resolve_impl(impl), interpret)
   scores = _checks.float_array(scores, "scores")
   subset = _checks.int_array(subset, "subset")
   n, k = scores.shape[-1], subset.shape[-1]

@@ -19,7 +19,7 @@ import functools
 
 import jax
 
-from luce.errors import InputError
+from luce import kernels
 from luce.kernels.pl_nll import cpu_ffi
 from luce.kernels.pl_nll.pallas import pl_nll_pallas
 from luce.kernels.pl_nll.reference import pl_nll_reference
@@ -30,22 +30,13 @@ IMPLS = ("auto", "reference", "xla", "pallas", "cpu")
 
 def resolve_impl(impl: str) -> str:
   """The implementation "auto" stands for on the default backend."""
-  if impl not in IMPLS:
-    raise InputError(f"impl={impl!r} is not one of {IMPLS}.")
-  if impl != "auto":
-    return impl
-  backend = jax.default_backend()
-  if backend in ("gpu", "tpu"):
-    return "pallas"
-  return "cpu" if backend == "cpu" and cpu_ffi.available() else "xla"
+  return kernels.resolve_impl(impl, IMPLS, cpu="cpu" if cpu_ffi.available() else "xla")
 
 
 def pl_nll(scores, ranking, where=None, weights=None, *, impl="auto", interpret=False):
   """−log P(ranking | scores) per row; see the module docstring for `impl`."""
   impl = resolve_impl(impl)
-  if interpret and impl != "pallas":
-    raise InputError(f"interpret=True runs Pallas kernels only; it needs impl='pallas', "
-                     f"not {impl!r}.")
+  kernels.check_interpret(impl, interpret)
   return _pl_nll_jit(scores, ranking, where, weights, impl, bool(interpret))
 
 

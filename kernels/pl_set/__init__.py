@@ -12,9 +12,7 @@ b: float[B, k], valid: bool[B, k] (False for padded slots).
 
 from __future__ import annotations
 
-import jax
-
-from luce.errors import InputError
+from luce import kernels
 from luce.kernels.pl_set.pallas import quadrature_pallas
 from luce.kernels.pl_set.reference import quadrature_reference
 from luce.kernels.pl_set.xla import quadrature_xla
@@ -23,19 +21,14 @@ IMPLS = ("auto", "reference", "xla", "pallas")
 
 
 def resolve_impl(impl: str) -> str:
-  if impl not in IMPLS:
-    raise InputError(f"impl={impl!r} is not one of {IMPLS}.")
-  if impl != "auto":
-    return impl
-  return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
+  """The implementation "auto" stands for on the default backend."""
+  return kernels.resolve_impl(impl, IMPLS)
 
 
 def quadrature(b, valid, *, impl="auto", interpret=False):
   """log P(S) per row; see the module docstring. Call it inside a jit."""
   impl = resolve_impl(impl)
-  if interpret and impl != "pallas":
-    raise InputError(f"interpret=True runs Pallas kernels only; it needs impl='pallas', "
-                     f"not {impl!r}.")
+  kernels.check_interpret(impl, interpret)
   if impl == "reference":
     return quadrature_reference(b, valid)
   if impl == "pallas":

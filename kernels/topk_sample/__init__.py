@@ -24,6 +24,7 @@ import operator
 import jax
 import jax.numpy as jnp
 
+from luce import kernels
 from luce.errors import InputError, ShapeError
 from luce.kernels.topk_sample.pallas import topk_sample_pallas
 from luce.kernels.topk_sample.reference import topk_sample_reference
@@ -34,11 +35,7 @@ IMPLS = ("auto", "reference", "xla", "pallas")
 
 def resolve_impl(impl: str) -> str:
   """The implementation "auto" stands for on the default backend."""
-  if impl not in IMPLS:
-    raise InputError(f"impl={impl!r} is not one of {IMPLS}.")
-  if impl != "auto":
-    return impl
-  return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
+  return kernels.resolve_impl(impl, IMPLS)
 
 
 def topk_sample(perturbed, k, *, u=None, forbidden=None, groups=None, quotas=None,
@@ -57,9 +54,7 @@ def topk_sample(perturbed, k, *, u=None, forbidden=None, groups=None, quotas=Non
     impl, interpret: see the module docstring; interpret=True needs "pallas".
   """
   impl = resolve_impl(impl)
-  if interpret and impl != "pallas":
-    raise InputError(f"interpret=True runs Pallas kernels only; it needs impl='pallas', "
-                     f"not {impl!r}.")
+  kernels.check_interpret(impl, interpret)
   perturbed = jnp.asarray(perturbed)
   if perturbed.ndim != 2:
     raise ShapeError(f"perturbed must be float[B, n], got shape {perturbed.shape}.")
