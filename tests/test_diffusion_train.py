@@ -50,8 +50,7 @@ def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
   # luce-predict's path: every column, from the diffusion sampler.
   import pytest
   from luce.errors import ConfigError
-  from luce.launchers.predict import predict
-  out, hits = predict(run, "valid", samples=2, draws=50, k=3, seed=0)
+  out, hits = luce.train.predict(run, "valid", samples=2, draws=50, k=3, seed=0)
   assert out.num_rows == len(arrays["items"]) and 0.0 <= hits <= 3.0
   inclusion = np.array(out.column("inclusion_prob").to_pylist())
   np.testing.assert_allclose(inclusion.sum(axis=1), 3.0, atol=1e-5)
@@ -61,4 +60,4 @@ def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
   assert D.validity_rate(drawn.reshape(-1, 3), 12, 3,
                          available=np.repeat(arrays["available"], 2, axis=0)) == 1.0
   with pytest.raises(ConfigError, match="sets of exactly k = 3"):
-    predict(run, "valid", samples=2, draws=50, k=2, seed=0)
+    luce.train.predict(run, "valid", samples=2, draws=50, k=2, seed=0)

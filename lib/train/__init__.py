@@ -14,3 +14,4 @@ from luce.train._loop import (Checkpoints, NonFiniteError, Run, evaluate_run, lo
                               format_table, predict_scores, reference_scores, train_and_evaluate)
 from luce.train._step import (BATCH_KEYS, TrainState, init_state, make_mesh, make_optimizer,
                               make_train_step, pl_loss)
+from luce.train._predict import predict
