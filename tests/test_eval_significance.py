@@ -18,13 +18,18 @@ def _ar1(rng, shape, phi=0.3):
 
 
 def test_no_signal_is_rarely_significant(rng):
-  # 100 independent series of autocorrelated noise around 0, tested at once.
-  d = _ar1(rng, (100, 300))
+  # 1000 independent series of autocorrelated noise around 0, tested at once.
+  # Measured size at this length: 6.7% (2000 series), a little over the
+  # nominal 5% as Diebold-Mariano is with autocorrelation. The bounds sit
+  # 3.5 standard errors above that, so a chance failure is rare, while a test
+  # whose size had doubled would fail.
+  d = _ar1(rng, (1000, 300))
   out = le.compare(d, samples=1000, seed=1)
-  assert out["significant"].sum() <= 12, out["significant"].sum()  # ~5 expected at the 5% level
-  assert (out["p_value"] < 0.05).sum() <= 12
+  assert out["significant"][:100].sum() <= 20   # "most of 100 seeds": far fewer than half
+  assert out["significant"].mean() <= 0.095, out["significant"].mean()
+  assert (out["p_value"] < 0.05).mean() <= 0.095
   covered = (out["ci_low"] <= 0) & (0 <= out["ci_high"])
-  assert covered.mean() >= 0.85
+  assert covered.mean() >= 0.88
 
 
 def test_planted_signal_is_significant(rng):
