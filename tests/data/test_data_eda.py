@@ -9,18 +9,6 @@ from scipy import stats
 from luce import data as ld
 
 
-@pytest.fixture(scope="module")
-def powerball(shared):
-  return ld.read("draws:draws/powerball.csv")
-
-
-@pytest.fixture(scope="module")
-def f1(shared):
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
-    return ld.read("ergast:rankings/f1_1950_2019?classified=true")
-
-
 def test_item_frequencies_match_scipy(powerball):
   f = ld.item_frequencies(powerball)
   counts = np.bincount(powerball.items_array().ravel(), minlength=69)

@@ -1,25 +1,11 @@
 """Features: no look-ahead (with a planted leak), values, cache; splits; batches."""
 
-import warnings
-
 import jax
 import numpy as np
 import pytest
 
 from luce import data as ld
 from luce.errors import DataError
-
-
-@pytest.fixture(scope="module")
-def powerball(shared):
-  return ld.read("draws:draws/powerball.csv")
-
-
-@pytest.fixture(scope="module")
-def f1(shared):
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
-    return ld.read("ergast:rankings/f1_1950_2019?classified=true")
 
 
 def test_planted_future_leak_is_caught(powerball):
