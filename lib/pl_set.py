@@ -104,7 +104,7 @@ def pl_set_log_prob(scores, subset, *, where=None, method="auto", impl="auto",
   """
   if not isinstance(method, str) or method not in _METHODS:
     raise InputError(f"method must be one of {_METHODS}, got {method!r}.")
-  check_interpret(resolve_impl(impl), interpret)
+  interpret = check_interpret(resolve_impl(impl), interpret)
   scores = _checks.float_array(scores, "scores")
   subset = _checks.int_array(subset, "subset")
   n, k = scores.shape[-1], subset.shape[-1]
@@ -140,7 +140,7 @@ def pl_set_log_prob(scores, subset, *, where=None, method="auto", impl="auto",
   subset = jnp.broadcast_to(subset, batch + (k,)).reshape(num_events, k)
   if where is not None:
     where = jnp.broadcast_to(where, batch + (n,)).reshape(num_events, n)
-  return _log_prob(scores, subset, where, method, impl, bool(interpret)).reshape(batch)
+  return _log_prob(scores, subset, where, method, impl, interpret).reshape(batch)
 
 
 def _batch_shape(scores, subset, where):

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from luce import _checks
 from luce.errors import InfeasibleError, InputError, ShapeError
+from luce import kernels
 from luce.kernels import topk_sample as topk_kernels
 
 # Largest float32 below 1; see `_gumbel_from_bits` for why v is clamped to it.
@@ -190,9 +191,7 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None,
     groups, quotas = _check_quota_tables(groups, quotas, n, k)
 
   impl = topk_kernels.resolve_impl(impl)
-  if interpret and impl != "pallas":
-    raise InputError(f"interpret=True runs Pallas kernels only; it needs "
-                     f"impl='pallas', not {impl!r}.")
+  interpret = kernels.check_interpret(impl, interpret)
 
   rows = math.prod(batch)
   dtype = jnp.promote_types(scores.dtype, jnp.float32)
@@ -204,7 +203,7 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None,
   if _checks.is_concrete(s, allowed, groups, quotas):
     _check_feasible(allowed, groups, quotas, k, batch)
 
-  out = _sample(key, s, allowed, groups, quotas, k, impl, bool(interpret))
+  out = _sample(key, s, allowed, groups, quotas, k, impl, interpret)
   return out.reshape(batch + (k,))
 
 

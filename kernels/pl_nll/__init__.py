@@ -36,8 +36,8 @@ def resolve_impl(impl: str) -> str:
 def pl_nll(scores, ranking, where=None, weights=None, *, impl="auto", interpret=False):
   """−log P(ranking | scores) per row; see the module docstring for `impl`."""
   impl = resolve_impl(impl)
-  kernels.check_interpret(impl, interpret)
-  return _pl_nll_jit(scores, ranking, where, weights, impl, bool(interpret))
+  interpret = kernels.check_interpret(impl, interpret)
+  return _pl_nll_jit(scores, ranking, where, weights, impl, interpret)
 
 
 # Jitted once per shape, so eager callers pay one compile, not one per op.

@@ -28,9 +28,9 @@ def resolve_impl(impl: str) -> str:
 def quadrature(b, valid, *, impl="auto", interpret=False):
   """log P(S) per row; see the module docstring. Call it inside a jit."""
   impl = resolve_impl(impl)
-  kernels.check_interpret(impl, interpret)
+  interpret = kernels.check_interpret(impl, interpret)
   if impl == "reference":
     return quadrature_reference(b, valid)
   if impl == "pallas":
-    return quadrature_pallas(b, valid, bool(interpret))
+    return quadrature_pallas(b, valid, interpret)
   return quadrature_xla(b, valid)

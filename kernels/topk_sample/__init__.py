@@ -54,7 +54,7 @@ def topk_sample(perturbed, k, *, u=None, forbidden=None, groups=None, quotas=Non
     impl, interpret: see the module docstring; interpret=True needs "pallas".
   """
   impl = resolve_impl(impl)
-  kernels.check_interpret(impl, interpret)
+  interpret = kernels.check_interpret(impl, interpret)
   perturbed = jnp.asarray(perturbed)
   if perturbed.ndim != 2:
     raise ShapeError(f"perturbed must be float[B, n], got shape {perturbed.shape}.")
@@ -77,7 +77,7 @@ def topk_sample(perturbed, k, *, u=None, forbidden=None, groups=None, quotas=Non
                        f"{groups.shape} and {quotas.shape}.")
   if u is not None:
     u = jnp.broadcast_to(jnp.asarray(u, jnp.int32), (rows,))
-  return _topk_sample_jit(perturbed, u, forbidden, groups, quotas, k, impl, bool(interpret))
+  return _topk_sample_jit(perturbed, u, forbidden, groups, quotas, k, impl, interpret)
 
 
 def top_u(perturbed, k_max, u, **kwargs):
