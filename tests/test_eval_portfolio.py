@@ -64,3 +64,59 @@ def test_sharpe_difference_interval(rng):
   b = rng.normal(0.0, 0.01, size=1000)
   out = le.sharpe_difference(a + 0.003, b, samples=500)
   assert out["ci_low"] > 0
+
+
+def test_extremes_by_hand():
+  # 2 days, 4 assets, k = 1; chance = 1/4 per day.
+  scores = np.array([[4., 3., 2., 1.], [1., 2., 3., 4.]])
+  returns = np.array([[0.05, 0.0, 0.01, -0.02],     # model's pick (0) is the day's best
+                      [0.01, 0.02, 0.0, -0.09]])   # model's pick (3) is the day's worst
+  e = le.extremes(scores, returns, np.ones((2, 4), bool), k=1)
+  assert e["days"] == 2 and e["chance"] == pytest.approx(0.25)
+  assert e["top"]["mean"] == pytest.approx(0.5) and e["bottom"]["mean"] == pytest.approx(0.5)
+  assert e["vol_corr"] is None and e["vol_days"] == 0   # no past days for the volatility
+  # An asset without a return that day is neither picked nor a target.
+  returns[0, 0] = np.nan
+  e = le.extremes(scores, returns, np.ones((2, 4), bool), k=1)
+  # Day 0 now picks asset 1 (best score among assets 1-3), while the best return
+  # is asset 2's and the worst asset 3's: no hit at either end; chance 1/3.
+  assert e["top"]["mean"] == pytest.approx(0.0) and e["bottom"]["mean"] == pytest.approx(0.5)
+  assert e["chance"] == pytest.approx((1 / 3 + 1 / 4) / 2)
+
+def test_extremes_tell_size_from_direction(rng):
+  T, n, k, window = 400, 60, 5, 20
+  vol = np.exp(rng.normal(size=n))                      # each asset's own volatility
+  past = rng.normal(size=(window, n)) * vol
+  returns = rng.normal(size=(T, n)) * vol
+  avail = np.ones((T, n), bool)
+  # Scores = volatility: both ends hit above chance, scores track trailing volatility.
+  e = le.extremes(np.broadcast_to(vol, (T, n)), returns, avail, k=k, past_returns=past, window=window)
+  assert e["top"]["mean"] > e["chance"] + 4 * e["top"]["se"]
+  assert e["bottom"]["mean"] > e["chance"] + 4 * e["bottom"]["se"]
+  assert e["vol_corr"] > 0.5 and e["vol_days"] == T
+  assert "move a lot" in le.describe_extremes(e)
+  # Scores = the day's own returns (a cheat): every pick among the best, none among the worst.
+  e = le.extremes(returns, returns, avail, k=k, past_returns=past, window=window)
+  assert e["top"]["mean"] == k and e["bottom"]["mean"] == 0
+  assert "winners" in le.describe_extremes(e)
+  # Scores = minus volatility: quiet assets, both ends below chance.
+  e = le.extremes(np.broadcast_to(-vol, (T, n)), returns, avail, k=k, past_returns=past, window=window)
+  assert e["top"]["mean"] < e["chance"] - 4 * e["top"]["se"] and e["vol_corr"] < -0.5
+  assert "quiet assets" in le.describe_extremes(e)
+  # Noise scores: neither end above chance (4 standard errors: a rare false alarm).
+  e = le.extremes(rng.normal(size=(T, n)), returns, avail, k=k, past_returns=past, window=window)
+  assert abs(e["top"]["mean"] - e["chance"]) < 4 * e["top"]["se"]
+  assert abs(e["bottom"]["mean"] - e["chance"]) < 4 * e["bottom"]["se"]
+  assert abs(e["vol_corr"]) < 0.1
+
+
+def test_extremes_bad_input():
+  s = np.zeros((3, 4))
+  with pytest.raises(luce.InputError, match="k=3"):
+    le.extremes(s, s, np.ones((3, 4), bool), k=3)
+  with pytest.raises(luce.ShapeError, match="one shape"):
+    le.extremes(s, s[:2], np.ones((3, 4), bool), k=1)
+  with pytest.raises(luce.ShapeError, match="past_returns"):
+    le.extremes(s, s, np.ones((3, 4), bool), k=1, past_returns=np.zeros((5, 3)))
+  with pytest.raises(luce.InputError, match="window"):
+    le.extremes(s, s, np.ones((3, 4), bool), k=1, window=1)

@@ -147,3 +147,130 @@ def backtest(scores, returns, available, *, k: int, cost_bps: float, long_short:
     series["long_short"] = ls["returns"]
   out["series"] = series
   return out
+
+
+def extremes(scores, returns, available, *, k: int, past_returns=None, window: int = 20) -> dict:
+  """Where a ranking's skill sits: at the top of the day, at both ends, or nowhere.
+
+  A model can beat uniform on the likelihood of the day's top k by picking the
+  assets that move most (the top k of a day are mostly large movers) without
+  knowing which way they move; a long-only top-k portfolio earns nothing from
+  that. This counts, per day t, how many of the k best-scored assets land in
+  the day's k best returns and how many in its k worst, against chance
+  k²/n_t, and rank-correlates the scores with trailing volatility (the standard
+  deviation of each asset's returns over the `window` days before t, from
+  `past_returns` and earlier rows of `returns`; never day t itself).
+
+  Args:
+    scores: float[T, n] each day's scores, made before the day.
+    returns: float[T, n] each day's simple returns (NaN: not traded).
+    available: bool[T, n] assets that can be held that day.
+    k: assets per end, 1 <= k <= n // 2.
+    past_returns: optional float[P, n] returns of the days before day 0.
+    window: trailing days of the volatility, >= 2.
+
+  Returns:
+    {"k", "window", "days", "top" and "bottom": {"mean", "se"} overlaps per day,
+     "chance": mean k²/n_t, "vol_corr": mean Spearman correlation of scores and
+     trailing volatility over the days with at least `window` past days (None
+     when there are none), "vol_days"}.
+  """
+  s = np.asarray(scores, np.float64)
+  r = np.asarray(returns, np.float64)
+  if s.shape != r.shape or np.shape(available) != s.shape:
+    raise ShapeError(f"scores {s.shape}, returns {r.shape} and available {np.shape(available)} "
+                     f"must have one shape [T, n].")
+  T, n = s.shape
+  if not 1 <= k <= n // 2:
+    raise InputError(f"k={k}: need 1 <= k <= n // 2 = {n // 2} for the top and bottom k.")
+  if window < 2:
+    raise InputError(f"window={window} must be >= 2.")
+  past = np.zeros((0, n)) if past_returns is None else np.asarray(past_returns, np.float64)
+  if past.ndim != 2 or past.shape[1] != n:
+    raise ShapeError(f"past_returns must be float[P, {n}], got shape {past.shape}.")
+  ok = np.asarray(available, bool) & np.isfinite(r) & np.isfinite(s)
+  count = ok.sum(axis=1)
+  days = count >= 2 * k
+  picked = np.argsort(np.where(ok, -s, np.inf), axis=1, kind="stable")[:, :k]
+  best = np.argsort(np.where(ok, -r, np.inf), axis=1, kind="stable")[:, :k]
+  worst = np.argsort(np.where(ok, r, np.inf), axis=1, kind="stable")[:, :k]
+  rows = np.arange(T)[:, None]
+
+  def overlap(target):
+    hit = np.zeros((T, n), bool)
+    hit[rows, target] = True
+    return hit[rows, picked].sum(axis=1).astype(np.float64)
+
+  chance = np.where(days, k * k / np.maximum(count, 1), np.nan)
+  out = {"k": int(k), "window": int(window), "days": int(days.sum()),
+         "chance": float(np.nanmean(chance)) if days.any() else None}
+  for name, target in (("top", best), ("bottom", worst)):
+    hits = overlap(target)[days]
+    out[name] = {"mean": float(hits.mean()) if hits.size else None,
+                 "se": float((hits - chance[days]).std(ddof=1) / np.sqrt(hits.size))
+                 if hits.size > 1 else None}
+
+  history = np.concatenate([past, r])
+  offset = len(past)
+  corrs = []
+  for t in range(T):
+    lo = offset + t - window
+    if lo < 0 or not days[t]:
+      continue
+    trail = history[lo:offset + t]
+    full = np.isfinite(trail).all(axis=0) & ok[t]
+    if full.sum() < 3:
+      continue
+    vol = trail[:, full].std(axis=0, ddof=1)
+    a, b = _ranks(s[t, full]), _ranks(vol)
+    if a.std() > 0 and b.std() > 0:
+      corrs.append(float(np.corrcoef(a, b)[0, 1]))
+  out["vol_corr"] = float(np.mean(corrs)) if corrs else None
+  out["vol_days"] = len(corrs)
+  return out
+
+
+def _ranks(x) -> np.ndarray:
+  """Average ranks (ties share the mean of their positions)."""
+  order = np.argsort(x, kind="stable")
+  ranks = np.empty(len(x))
+  ranks[order] = np.arange(len(x), dtype=np.float64)
+  values, inverse = np.unique(x, return_inverse=True)
+  sums = np.bincount(inverse, ranks)
+  return (sums / np.bincount(inverse))[inverse]
+
+
+def describe_extremes(e: dict) -> str:
+  """One paragraph, in words, of `extremes`' result."""
+  k, c = e["k"], e["chance"]
+  if c is None or e["top"]["mean"] is None:
+    return f"No day had {2 * k} tradable assets: the top and bottom {k} cannot be compared."
+  top, bottom = e["top"], e["bottom"]
+  text = (f"Where the ranking's skill sits: the model's top {k} landed in the day's best {k} returns "
+          f"{top['mean']:.3f} times a day and in its worst {k} {bottom['mean']:.3f} times (chance "
+          f"{c:.3f} each, over {e['days']} days).")
+  if e["vol_corr"] is not None:
+    text += (f" Its scores rank trailing {e['window']}-day volatility with a mean Spearman "
+             f"correlation of {e['vol_corr']:+.2f}.")
+
+  def above(x):  # more than two standard errors above chance
+    return x["se"] is not None and x["mean"] - c > 2 * x["se"]
+
+  def below(x):
+    return x["se"] is not None and c - x["mean"] > 2 * x["se"]
+
+  if below(top) and below(bottom):
+    text += (f" Its top {k} are quiet assets that reach either end of the day less often than chance: "
+             "whatever likelihood it gains comes from the order of the rest of the list, not from "
+             "picking the day's winners, and a top-k book cannot profit from it.")
+  elif above(top) and above(bottom):
+    text += (" It picks assets that move a lot more than assets that go up: the likelihood of the "
+             "day's top k rewards that, a long-only top-k book does not, so a positive NLL skill can "
+             "sit beside a portfolio no better than equal weight.")
+  elif above(top):
+    text += " Its picks lean to the day's winners, not merely to large movers."
+  elif above(bottom):
+    text += " Its picks land among the day's losers more often than chance: the scores point the wrong way."
+  else:
+    text += " Neither end is hit more than two standard errors above chance."
+  return text

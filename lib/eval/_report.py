@@ -32,7 +32,8 @@ def score_backtest(wf) -> dict:
   "models": name -> {nll, hits, precision, recall, ndcg, mrr, ece, brier},
   "skill": baseline -> {mean, ci_low, ci_high, p_value, dm_statistic,
   significant, block, events}, "verdicts": baseline -> sentence,
-  "calibration": name -> curve, "portfolio" (asset rankings only), "seconds"}.
+  "calibration": name -> curve, "portfolio" and "extremes" (asset rankings
+  only; see luce.eval.extremes), "seconds"}.
   """
   c, b = wf.config, wf.config.backtest
   k = c.data.eval_k
@@ -71,6 +72,10 @@ def score_backtest(wf) -> dict:
                                seed=c.seed)
     out["_series"]["portfolio"] = port.pop("series")
     out["portfolio"] = port
+    n_assets = r.shape[1]
+    if 2 * k <= n_assets:
+      out["extremes"] = _portfolio.extremes(wf.scores["model"], r, wf.available, k=k,
+                                            past_returns=returns[max(0, wf.start - 60):wf.start])
   return out
 
 
@@ -119,6 +124,8 @@ def _sections(result: dict) -> list:
                         f"block-bootstrap CI [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
                         f" ({'significant' if d['ci_low'] > 0 or d['ci_high'] < 0 else 'not significant'})."))
     blocks.append(("img", "cumulative_returns.png", "cumulative returns"))
+    if "extremes" in result:
+      blocks.append(("p", _portfolio.describe_extremes(result["extremes"])))
   blocks.append(("h2", "Calibration and hits"))
   blocks.append(("p", f"Calibration of P(item in the top {k}) (Monte Carlo over PL draws) against "
                       f"the observed top {k}; hits = |predicted top {k} ∩ observed top {k}|."))
@@ -279,4 +286,10 @@ def summary_table(result: dict) -> str:
                  f"{p['max_drawdown']:.3f}, turnover {p['turnover']:.3f}/day; equal weight: Sharpe "
                  f"{q['sharpe']:.3f}, max drawdown {q['max_drawdown']:.3f}, turnover {q['turnover']:.3f}/day; "
                  f"Sharpe diff {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+  if "extremes" in result:
+    e = result["extremes"]
+    if e["chance"] is not None:
+      vol = "" if e["vol_corr"] is None else f"; rank corr. with {e['window']}-day volatility {e['vol_corr']:+.2f}"
+      lines.append(f"  model's top-{e['k']} in the day's best {e['k']}: {e['top']['mean']:.3f}/day, in its "
+                   f"worst {e['k']}: {e['bottom']['mean']:.3f}/day (chance {e['chance']:.3f}){vol}")
   return "\n".join(lines)
