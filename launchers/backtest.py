@@ -3,6 +3,8 @@
     luce-backtest --config=configs/sp500.py --workdir=/tmp/luce-bt-sp500
     luce-backtest --config=configs/f1.py --workdir=/tmp/luce-bt-f1
     luce-backtest --config=configs/powerball.py --workdir=/tmp/luce-bt-powerball
+    luce-backtest --config=configs/powerball.py --config.model.family=diffusion \
+        --workdir=/tmp/luce-bt-powerball-dsd
 
 Each event from `backtest.start` on is predicted by the model trained only on
 earlier events, retrained (warm-started from the last checkpoint) every
@@ -13,6 +15,8 @@ report's path and a short table: NLL (nats per event, exact), the model's skill
 over each baseline with its block-bootstrap interval and Diebold-Mariano
 p-value, the verdict in words and, for asset rankings, the top-k portfolio
 after costs against equal weight. Running again resumes after the last fold.
+Either model family walks forward: a diffusion model (sets, k <= 12) is scored
+by its exact NLL (subset recursion) and calibrated on its own samples.
 """
 
 from __future__ import annotations

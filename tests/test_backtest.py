@@ -136,3 +136,44 @@ def test_launcher_writes_the_report(tmp_path, rng):
   assert {"sharpe", "max_drawdown", "turnover"} <= set(p) and "sharpe" in p["equal_weight"]
   assert p["sharpe_diff"]["ci_low"] <= p["sharpe_diff"]["mean"] <= p["sharpe_diff"]["ci_high"]
   assert "Verdict" in (report / "report.md").read_text()
+
+
+def test_diffusion_family_walks_forward_and_resumes(tmp_path):
+  table = synthetic_pl(n_items=8, k=3, n_events=110, kind="set", seed=4).table
+  path = tmp_path / "sets.parquet"
+  luce.data.write(table, path)
+  config = _config(f"events:{path}")
+  config["model"] = {**config["model"], "family": "diffusion"}
+  quiet = dict(progress=False, say=lambda *x: None)
+  wf = le.walk_forward(config, tmp_path / "run", **quiet)
+  nll, inclusion = wf.nll["model"], wf.inclusion["model"]
+  assert nll.shape == (50,) and np.all(np.isfinite(nll)) and np.all(nll > 0)
+  # Inclusion probabilities from whole sets of 3 distinct available items.
+  np.testing.assert_allclose(inclusion.sum(axis=1), 3.0, atol=1e-5)
+  assert np.all(inclusion[~wf.available] == 0)
+  # The model's NLL is its own exact one: recompute the last fold from its checkpoint.
+  from luce import diffusion as dsd
+  from luce.train import Checkpoints, checked_config, init_state, make_optimizer, prepare
+  import jax
+  c = checked_config(config)
+  prepared = prepare(c)
+  model = dsd.build_diffusion_model(c, prepared)
+  arrays = prepared.arrays["all"]
+  example = {key: arrays[key][:16] for key in ("items", "available", "weights", "item_features",
+                                               "event_features")}
+  state = init_state(model, make_optimizer(c), example, jax.random.key(0))
+  ckpt = Checkpoints(tmp_path / "run" / "backtest", c)
+  state, _ = ckpt.restore(ckpt.latest, 3, state, c, prepared.data_hash)
+  last = {key: v[100:110] for key, v in example.items() for v in [arrays[key]]}
+  want = dsd.exact_nll(last, model=model, params=state.params)
+  np.testing.assert_allclose(nll[40:], want, rtol=1e-5)
+  result = le.score_backtest(wf)
+  assert result["family"] == "diffusion"
+  assert result["models"]["model"]["nll"] == pytest.approx(float(nll.mean()), rel=1e-6)
+  assert set(result["skill"]) == {"uniform", "frequency", "recency", "static"}
+  # Running again resumes after the last fold and changes nothing; eval_k must be the set size.
+  again = le.walk_forward(config, tmp_path / "run", **quiet)
+  np.testing.assert_array_equal(again.nll["model"], nll)
+  bad = dict(config, data={**config["data"], "eval_k": 2})
+  with pytest.raises(luce.ConfigError, match="eval_k"):
+    le.walk_forward(bad, tmp_path / "bad", **quiet)

@@ -223,14 +223,21 @@ def event_metrics(scores, items, available, *, kind: str, k: int) -> dict[str, n
 
 
 def calibration_of(scores, items, available, *, kind: str, k: int, key=None, samples: int = 256,
-                   bins: int = 10) -> dict:
+                   bins: int = 10, probs=None) -> dict:
   """Calibration (see `calibration`) of the PL top-k inclusion probabilities of
-  `scores` against the observed top-k (the set, for sets), as numpy/floats."""
+  `scores` against the observed top-k (the set, for sets), as numpy/floats.
+  `probs` (float[B, n]) replaces the PL Monte Carlo by a model's own inclusion
+  probabilities (e.g. counted over a diffusion model's samples)."""
   check_events(scores, items, available)
   key = jax.random.key(0) if key is None else key
   s, a = jnp.asarray(scores, jnp.float32), jnp.asarray(available, bool)
   i = jnp.asarray(items, jnp.int32)
-  probs = inclusion_probabilities(key, s, a, k=k, samples=samples)
+  if probs is None:
+    probs = inclusion_probabilities(key, s, a, k=k, samples=samples)
+  else:
+    probs = jnp.asarray(probs, jnp.float32)
+    if probs.shape != s.shape:
+      raise ShapeError(f"probs has shape {probs.shape}; it must match scores {s.shape}.")
   observed = _relevant_mask(i, s.shape[1], None if kind == "set" else k)
   out = calibration(probs, observed, a, bins=bins)
   return {name: (float(v) if np.ndim(v) == 0 else np.asarray(v, np.float64).tolist())

@@ -41,8 +41,11 @@ def score_backtest(wf) -> dict:
   key = jax.random.key(c.seed)
   for name, s in wf.scores.items():
     per_event[name] = _metrics.event_metrics(s, wf.items, wf.available, kind=wf.kind, k=k)
+    if name in wf.nll:  # the model's own exact NLL (diffusion), not its scores' PL one
+      per_event[name]["nll"] = np.asarray(wf.nll[name], per_event[name]["nll"].dtype)
     calib[name] = _metrics.calibration_of(s, wf.items, wf.available, kind=wf.kind, k=k, key=key,
-                                          samples=b.calibration_samples, bins=b.calibration_bins)
+                                          samples=b.calibration_samples, bins=b.calibration_bins,
+                                          probs=wf.inclusion.get(name))
     row = {m: float(np.mean(v)) for m, v in per_event[name].items() if m != "rr"}
     row["mrr"] = float(np.mean(per_event[name]["rr"])) if wf.kind == "ranking" else None
     row.update(ece=calib[name]["ece"], brier=calib[name]["brier"])
@@ -56,7 +59,8 @@ def score_backtest(wf) -> dict:
                                         level=b.level, seed=c.seed)
     verdicts[name] = _significance.verdict("the model", name, skill[name], level=b.level)
   out = {
-      "source": c.data.source, "kind": wf.kind, "nll": "exact", "unit": "nats per event",
+      "source": c.data.source, "kind": wf.kind, "family": c.model.family, "nll": "exact",
+      "unit": "nats per event",
       "events": int(len(wf.items)), "start": int(wf.start), "folds": len(wf.folds),
       "first_time": str(wf.times[0]), "last_time": str(wf.times[-1]),
       "window": b.window, "retrain_every": int(b.retrain_every), "k": int(k),
@@ -92,7 +96,9 @@ def _sections(result: dict) -> list:
             ("p", f"{result['events']} {result['kind']} events from {result['first_time']} to "
                   f"{result['last_time']}, each predicted by a model trained only on earlier events "
                   f"({result['window']} window, retrained every {result['retrain_every']} events, "
-                  f"{result['folds']} folds). NLL in nats per event, exact PL likelihood."),
+                  f"{result['folds']} folds). NLL in nats per event, exact: "
+                  + ("the diffusion model's by the subset recursion, the baselines' by the PL set "
+                     "likelihood." if result.get("family") == "diffusion" else "the PL likelihood.")),
             ("h2", "Verdict")]
   for name, text in result["verdicts"].items():
     blocks.append(("p", text[0].upper() + text[1:]))
@@ -127,7 +133,9 @@ def _sections(result: dict) -> list:
     if "extremes" in result:
       blocks.append(("p", _portfolio.describe_extremes(result["extremes"])))
   blocks.append(("h2", "Calibration and hits"))
-  blocks.append(("p", f"Calibration of P(item in the top {k}) (Monte Carlo over PL draws) against "
+  draws = ("sets drawn from the diffusion model for the model, PL draws for the baselines"
+           if result.get("family") == "diffusion" else "PL draws")
+  blocks.append(("p", f"Calibration of P(item in the top {k}) (Monte Carlo over {draws}) against "
                       f"the observed top {k}; hits = |predicted top {k} ∩ observed top {k}|."))
   blocks.append(("img", "calibration.png", "calibration"))
   blocks.append(("img", "hits.png", "hit distribution"))

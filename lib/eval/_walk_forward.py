@@ -11,6 +11,14 @@ later one; `tests/test_backtest.py` proves it by rewriting the future.
 
 The baselines are refit on the same windows: frequency and static PL on
 [lo_f, s_f); recency PL updates online on every event before t; uniform.
+
+Both model families walk forward. A neural PL model is scored by its PL
+scores. A Discrete Subset Diffusion model (`model.family="diffusion"`, sets
+with k <= luce.diffusion.EXACT_MAX_K) gives three things per event: its exact
+NLL by the subset recursion, its first-pick logits (what hits@k and NDCG rank
+by) and inclusion probabilities counted over `backtest.calibration_samples`
+sets drawn from it (what calibration checks); so its NLL sits in the same
+nats per event as the baselines' exact PL set likelihoods.
 """
 
 from __future__ import annotations
@@ -49,6 +57,11 @@ class WalkForward:
       "model" and each baseline.
     items, available: int32[m - start, k], bool[m - start, n] of those events.
     times: their times (datetime64 or int).
+    nll: name -> float64[m - start] per-event NLL computed by the model itself
+      ("model" of the diffusion family); absent names take the PL likelihood
+      of their scores.
+    inclusion: name -> float32[m - start, n] inclusion probabilities from the
+      model's own samples (diffusion); absent names draw PL samples.
     seconds: {"train", "predict", "baselines", "compile"} wall time.
   """
   config: ml_collections.ConfigDict
@@ -60,6 +73,8 @@ class WalkForward:
   available: np.ndarray
   times: np.ndarray
   seconds: dict
+  nll: dict = dataclasses.field(default_factory=dict)
+  inclusion: dict = dataclasses.field(default_factory=dict)
 
   @property
   def kind(self) -> str:
@@ -101,9 +116,8 @@ def plan_folds(m: int, start: int, retrain_every: int, window: str, window_event
 
 def _backtest_checks(config) -> None:
   b = config.backtest
-  if config.model.family != "pl":
-    raise ConfigError(f"model.family={config.model.family!r}: luce-backtest walks the neural PL "
-                      f"family forward (model.family=pl).")
+  if config.model.family not in ("pl", "diffusion"):
+    raise ConfigError(f"model.family={config.model.family!r}; valid: pl, diffusion.")
   for name in ("first_steps", "retrain_steps", "bootstrap_samples", "calibration_samples",
                "calibration_bins", "portfolio_k"):
     if b[name] < 1:
@@ -143,18 +157,34 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   # schedule decaying over one fit would leave later folds untrained.
   train_config = ml_collections.ConfigDict(config.to_dict())
   train_config.optimizer.schedule = "constant"
-  model = build_model(config, prepared)
+  diffusion = config.model.family == "diffusion"
+  if diffusion:
+    from luce import diffusion as dsd
+    k_event = arrays["items"].shape[1]
+    if k_event > dsd.EXACT_MAX_K:
+      raise ConfigError(f"model.family=diffusion: the backtest scores each event by its exact NLL, "
+                        f"which needs k <= {dsd.EXACT_MAX_K}; these events have k = {k_event}.")
+    if config.data.eval_k != k_event:
+      raise ConfigError(f"model.family=diffusion draws whole sets of k = {k_event}: set "
+                        f"data.eval_k={k_event} (got {config.data.eval_k}).")
+    model = dsd.build_diffusion_model(config, prepared)  # raises for rankings
+    loss = lambda out, batch: out  # the model's output is its MD4 loss per event
+  else:
+    model = build_model(config, prepared)
+    loss = pl_loss(prepared.kind)
   optimizer = make_optimizer(train_config)
   batch_size = config.train.batch_size
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   example = {k: arrays[k][:batch_size] for k in BATCH_KEYS}
   state = jax.jit(lambda key: init_state(model, optimizer, example, key))(init_key)
-  step_fn = make_train_step(model, optimizer, pl_loss(prepared.kind))
+  step_fn = make_train_step(model, optimizer, loss)
 
   checkpoints = Checkpoints(out_dir, config)
   meta = {"config": config_json(config), "data_hash": prepared.data_hash, "start": start}
   progress_path = out_dir / "progress.npz"
   scores = np.full((m - start, n), np.nan, np.float32)
+  own_nll = np.full(m - start, np.nan)            # diffusion only
+  inclusion = np.full((m - start, n), np.nan, np.float32)  # diffusion only
   done_folds = 0
   latest = checkpoints.latest.latest_step()
   if latest is not None and progress_path.exists():
@@ -168,6 +198,8 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       if int(z["folds_done"]) in checkpoints.latest.all_steps():
         done_folds = int(z["folds_done"])
         scores[:] = z["scores"]
+        if diffusion:
+          own_nll[:], inclusion[:] = z["nll"], z["inclusion"]
   if done_folds:
     state, _ = checkpoints.restore(checkpoints.latest, done_folds, state, config, prepared.data_hash)
     say(f"resumed after fold {done_folds} of {len(folds)} ({checkpoints.latest.directory})")
@@ -206,10 +238,19 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
     # A fixed chunk of retrain_every rows (the last fold padded): one compilation.
     rows = np.arange(s, s + b.retrain_every).clip(max=e - 1)
     chunk = {k: arrays[k][rows] for k in BATCH_KEYS}
-    fold_scores = predict_scores(model, host_copy(state.params), chunk, b.retrain_every)
-    scores[s - start:e - start] = fold_scores[:e - s]
+    params = host_copy(state.params)
+    if diffusion:
+      scores[s - start:e - start] = dsd.first_pick_scores(model, params, chunk)[:e - s]
+      own_nll[s - start:e - start] = dsd.exact_nll(chunk, model=model, params=params)[:e - s]
+      key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003 + f)
+      drawn = dsd.sample_for_events(model, params, chunk, key, b.calibration_samples)[:e - s]
+      inclusion[s - start:e - start] = _inclusion(drawn, n)
+    else:
+      fold_scores = predict_scores(model, params, chunk, b.retrain_every)
+      scores[s - start:e - start] = fold_scores[:e - s]
     seconds["predict"] += time.perf_counter() - t_pred
-    np.savez(progress_path, scores=scores, folds_done=f + 1)
+    extra = {"nll": own_nll, "inclusion": inclusion} if diffusion else {}
+    np.savez(progress_path, scores=scores, folds_done=f + 1, **extra)
     bar.set_postfix(train_loss=f"{loss:.3f}", train_events=s - lo)
     bar.update(1)
   bar.close()
@@ -220,7 +261,18 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   seconds["baselines"] = time.perf_counter() - t_base
   times = prepared.table.times()[start:]
   return WalkForward(config, prepared, start, folds, all_scores, arrays["items"][start:],
-                     arrays["available"][start:], times, seconds)
+                     arrays["available"][start:], times, seconds,
+                     nll={"model": own_nll} if diffusion else {},
+                     inclusion={"model": inclusion} if diffusion else {})
+
+
+def _inclusion(drawn, n: int) -> np.ndarray:
+  """float32[E, n]: the fraction of each event's drawn sets (int[E, S, k]) holding each item."""
+  events, samples, _ = drawn.shape
+  counts = np.zeros((events, n), np.float32)
+  rows = np.repeat(np.arange(events), drawn.shape[1] * drawn.shape[2])
+  np.add.at(counts, (rows, drawn.reshape(-1)), 1.0)
+  return counts / samples
 
 
 def _changed(saved: dict, current: dict) -> list[str]:
