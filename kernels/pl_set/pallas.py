@@ -1,106 +1,128 @@
-"""Pallas kernels for the set likelihood's quadrature, value and gradient.
+"""Pallas TPU kernels for the set likelihood's quadrature, value and gradient.
 
-Same grid and the same float32 care as `xla.quadrature_xla`; the kernels take a
-block of `_ROWS` events with their k set items on the lanes and walk the
-quadrature nodes one at a time, so memory stays O(rows · k) whatever the
-number of nodes (the XLA version holds rows × nodes × k).
+`pl.pallas_call` over blocks of `_ROWS` = 8 events (one sublane tile) with
+the k set items on the lanes, padded to a multiple of 128, so every block is
+whole (8, 128) vreg tiles. Compiled by Mosaic TPU on a TPU
+(`dimension_semantics=("parallel",)`: row blocks are independent), and run by
+`interpret=True` (HLO interpreter) and `interpret="tpu"` (TPU simulator) on
+any backend.
+
+Same grid and the same float32 care as `xla.quadrature_xla`; the kernels walk
+the quadrature nodes one at a time, so memory stays O(rows · k) whatever the
+number of nodes (the XLA version holds rows × nodes × k). Masked and padded
+slots arrive as b = `_common.NEUTRAL`, whose term and derivative are exactly
+0, so the kernels read b only.
 
 Forward: for node x_n, v_n = (1 + m)·x_n + rest_n, rest_n = Σ_i term_i(x_n) −
 e^{x_n} (terms relative to the pulled-out linear part, see `xla`). An online
-log-sum-exp keeps the best node so far (x_top, rest_top) and Σ_n e^{v_n − v_top},
-rescaling the sum when the best node changes; differences v_n − v_top are
-formed from small pieces, never from the large v's themselves.
+log-sum-exp keeps the best node so far (index top, rest_top) and
+Σ_n e^{v_n − v_top}, rescaling the sum when the best node changes;
+differences v_n − v_top are formed from small pieces, never from the large
+v's themselves. Output: a (rows, 128) tile per block, columns 0-2 holding
+(top, rest_top, log Σ), the rest 0.
 
 Backward: ∂ log P / ∂b_i = Σ_n p_n L'(x_n + b_i), p_n = e^{v_n − v_top} / Σ, and
 L'(y) = u / (e^u − 1), u = e^y (the derivative of log(1 − exp(−e^y))). The
 pulled-out linear part contributes 1 to ∂/∂b_i for b_i < 0 and its per-node
 term M' = L' − 1, which add up to the same formula.
+
+Mosaic TPU constraints kept in mind (the compiled path has not been run on a
+TPU from this repository's tests, which run the two interpreters):
+  - every vector value is 2-D: per-row quantities are (rows, 1) columns
+    (`keepdims=True`), never 1-D vectors;
+  - the node x is a scalar only in index arithmetic; exp(x) is taken on a
+    (rows, 1) vector (the scalar unit has no transcendental functions);
+  - the stats tile is built with lane-iota selects and stored whole, and
+    read back by masked lane sums: no unaligned lane slices or concatenation;
+  - no expm1/log1p (not lowered by Mosaic TPU); see `_common`;
+  - no gathers: the best node is carried as an index, not looked up.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
 
-from luce.kernels.pl_set.xla import grid, log_factors
+from luce import kernels
+from luce.kernels.pl_set import _common
+from luce.kernels.pl_set.xla import grid
 
 _ROWS = 8
 _LANES = 128
 
 
-def _pad(x, rows, cols, value):
-  return jnp.pad(x, ((0, rows - x.shape[0]), (0, cols - x.shape[1])), constant_values=value)
+def _rest(x, ex, b, low):
+  """rest(x) per row, (rows, 1): Σ_i term_i − e^x, for a scalar node x and
+  ex = e^x as a (rows, 1) column."""
+  return jnp.sum(_common.factor_terms(x + b, low), axis=1, keepdims=True) - ex
 
 
-def _node_terms(x, b, low, high):
-  """rest(x) per row: Σ_i term_i − e^x, for a scalar node x."""
-  m_part, l_part = log_factors(x + b)
-  terms = jnp.where(low, m_part, jnp.where(high, l_part, 0.0))
-  return jnp.sum(terms, axis=1) - jnp.exp(x)
+def _column(rows, value):
+  return jnp.full((rows, 1), value, jnp.float32)
 
 
-def _forward_kernel(b_ref, valid_ref, *refs, x_lo, dx, num):
+def _forward_kernel(b_ref, *refs, x_lo, dx, num):
   out_ref = refs[-1]  # refs[:-1]: a poisoned initial output, if any (aliased)
   b = b_ref[...]
-  valid = valid_ref[...] > 0
-  low, high = valid & (b < 0), valid & (b >= 0)
-  slope = 1.0 + jnp.sum(low.astype(jnp.float32), axis=1)
   rows = b.shape[0]
+  low = b < 0
+  slope = 1.0 + jnp.sum(jnp.where(low, 1.0, 0.0), axis=1, keepdims=True)
+
+  def rest_at(i):
+    x = x_lo + i.astype(jnp.float32) * dx
+    return _rest(x, jnp.exp(_column(rows, x)), b, low)
 
   def step(i, carry):
     top, rest_top, acc = carry
-    x = x_lo + i.astype(jnp.float32) * dx
-    rest = _node_terms(x, b, low, high)
-    d = slope * (i.astype(jnp.float32) - top) * dx + (rest - rest_top)
+    rest = rest_at(i)
+    d = slope * ((i.astype(jnp.float32) - top) * dx) + (rest - rest_top)
     better = d > 0
-    acc = jnp.where(better, acc * jnp.exp(-d) + 1.0, acc + jnp.exp(jnp.minimum(d, 0.0)))
+    acc = jnp.where(better, acc * jnp.exp(-jnp.maximum(d, 0.0)) + 1.0,
+                    acc + jnp.exp(jnp.minimum(d, 0.0)))
     return (jnp.where(better, i.astype(jnp.float32), top),
             jnp.where(better, rest, rest_top), acc)
 
-  rest0 = _node_terms(jnp.float32(x_lo), b, low, high)
-  init = (jnp.zeros((rows,), jnp.float32), rest0, jnp.ones((rows,), jnp.float32))
+  init = (_column(rows, 0.0), rest_at(jnp.int32(0)), _column(rows, 1.0))
   top, rest_top, acc = jax.lax.fori_loop(1, num, step, init)
-  out_ref[:, 0:1] = top[:, None]
-  out_ref[:, 1:2] = rest_top[:, None]
-  out_ref[:, 2:3] = jnp.log(acc)[:, None]
-  out_ref[:, 3:] = jnp.zeros((rows, out_ref.shape[1] - 3), jnp.float32)
+  col = jax.lax.broadcasted_iota(jnp.int32, out_ref.shape, 1)
+  out_ref[...] = jnp.where(col == 0, top, jnp.where(col == 1, rest_top,
+                                                    jnp.where(col == 2, jnp.log(acc), 0.0)))
 
 
-def _backward_kernel(b_ref, valid_ref, stats_ref, *refs, x_lo, dx, num):
+def _backward_kernel(b_ref, stats_ref, *refs, x_lo, dx, num):
   grad_ref = refs[-1]
   b = b_ref[...]
-  valid = valid_ref[...] > 0
-  low, high = valid & (b < 0), valid & (b >= 0)
-  slope = 1.0 + jnp.sum(low.astype(jnp.float32), axis=1)
-  top, rest_top, log_acc = stats_ref[:, 0], stats_ref[:, 1], stats_ref[:, 2]
+  rows = b.shape[0]
+  low = b < 0
+  slope = 1.0 + jnp.sum(jnp.where(low, 1.0, 0.0), axis=1, keepdims=True)
+  stats = stats_ref[...]
+  col = jax.lax.broadcasted_iota(jnp.int32, stats.shape, 1)
+  pick = lambda c: jnp.sum(jnp.where(col == c, stats, 0.0), axis=1, keepdims=True)
+  top, rest_top, log_acc = pick(0), pick(1), pick(2)
 
   def step(i, g):
     x = x_lo + i.astype(jnp.float32) * dx
-    rest = _node_terms(x, b, low, high)
-    p = jnp.exp(slope * (i.astype(jnp.float32) - top) * dx + (rest - rest_top) - log_acc)
-    u = jnp.exp(jnp.minimum(x + b, 6.0))
-    # u / expm1(u) → 1 as u → 0 (expm1 keeps it exact there).
-    dl = jnp.where(u < 1e-30, 1.0, u / jnp.expm1(jnp.maximum(u, 1e-30)))
-    return g + p[:, None] * dl
+    rest = _rest(x, jnp.exp(_column(rows, x)), b, low)
+    p = jnp.exp(slope * ((i.astype(jnp.float32) - top) * dx) + (rest - rest_top) - log_acc)
+    return g + p * _common.factor_slope(x + b)
 
-  g = jax.lax.fori_loop(0, num, step, jnp.zeros(b.shape, jnp.float32))
-  grad_ref[...] = jnp.where(valid, g, 0.0)
+  grad_ref[...] = jax.lax.fori_loop(0, num, step, jnp.zeros(b.shape, jnp.float32))
 
 
-def _call(kernel, b, valid, extra, out_cols, interpret, poison=False):
+def _call(kernel, b, extra, out_cols, interpret, poison):
+  """Run `kernel` over row blocks of the neutral-padded b [bp, kp]."""
   k = b.shape[1]
   x_lo, dx, num = grid(k)
   bsz = b.shape[0]
   bp, kp = pl.cdiv(bsz, _ROWS) * _ROWS, pl.cdiv(k, _LANES) * _LANES
-  args = [_pad(b.astype(jnp.float32), bp, kp, 0.0),
-          _pad(valid.astype(jnp.float32), bp, kp, 0.0)]
-  specs = [pl.BlockSpec((_ROWS, kp), lambda r: (r, 0))] * 2
+  args = [_common.pad_to(b, bp, kp)]
+  specs = [pl.BlockSpec((_ROWS, kp), lambda r: (r, 0))]
   if extra is not None:
-    args.append(_pad(extra, bp, _LANES, 0.0))
+    args.append(_common.pad_to(extra, bp, _LANES, 0.0))
     specs.append(pl.BlockSpec((_ROWS, _LANES), lambda r: (r, 0)))
   cols = kp if out_cols is None else out_cols
   out_spec = pl.BlockSpec((_ROWS, cols), lambda r: (r, 0))
@@ -116,50 +138,25 @@ def _call(kernel, b, valid, extra, out_cols, interpret, poison=False):
       in_specs=specs,
       out_specs=out_spec,
       input_output_aliases=aliases,
-      interpret=interpret,
+      compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",)),
+      interpret=kernels.interpret_params(interpret),
   )(*args)
   return out[:bsz]
 
 
 def node_stats(b, valid, *, interpret=False, poison=False):
   """float32[B, 128]: per row the best node's index, rest there and log Σ
-  (columns 0-2; the rest 0), from the forward kernel."""
-  return _call(_forward_kernel, b.astype(jnp.float32), valid, None, _LANES, interpret, poison)
+  (columns 0-2; the rest 0), from the forward kernel. `poison=True` starts
+  the output as NaN (tests: an unwritten element shows)."""
+  return _call(_forward_kernel, _common.neutral_b(b, valid), None, _LANES, interpret, poison)
 
 
 def node_grad(b, valid, stats, *, interpret=False, poison=False):
-  """float32[B, k]: ∂ log P / ∂b from the backward kernel."""
-  return _call(_backward_kernel, b.astype(jnp.float32), valid, stats, None, interpret,
+  """float32[B, k]: ∂ log P / ∂b from the backward kernel (0 at masked slots)."""
+  return _call(_backward_kernel, _common.neutral_b(b, valid), stats, None, interpret,
                poison)[:, :b.shape[1]]
 
 
-def _value(b, valid, stats):
-  """log P from the kernel's (top node, rest there, log Σ) per row."""
-  k = b.shape[1]
-  x_lo, dx, _ = grid(k)
-  low = valid & (b < 0)
-  x_top = x_lo + stats[:, 0] * dx
-  linear = jnp.sum(jnp.where(low, b + x_top[:, None], 0.0), axis=1) + x_top
-  return linear + stats[:, 1] + stats[:, 2] + math.log(dx)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def quadrature_pallas(b, valid, interpret=False):
-  """log P(S) for float32[B, k] b_i = s_i − log R (see the module doc)."""
-  b = b.astype(jnp.float32)
-  return _value(b, valid, node_stats(b, valid, interpret=interpret))
-
-
-def _fwd(b, valid, interpret):
-  b = b.astype(jnp.float32)
-  stats = node_stats(b, valid, interpret=interpret)
-  return _value(b, valid, stats), (b, valid, stats)
-
-
-def _bwd(interpret, saved, g):
-  b, valid, stats = saved
-  grad = node_grad(b, valid, stats, interpret=interpret)
-  return grad * g[:, None], None
-
-
-quadrature_pallas.defvjp(_fwd, _bwd)
+quadrature_pallas = _common.make_quadrature(node_stats, node_grad, "quadrature_pallas")
+quadrature_pallas.__doc__ = """log P(S) for float32[B, k] b_i = s_i − log R by the TPU-layout
+Pallas kernels, `quadrature_pallas(b, valid, interpret)` (see the module doc)."""
