@@ -2,12 +2,18 @@
 
 Every case draws fresh perturbed scores (normal scores plus continuous Gumbel
 noise, so ties have probability zero) and checks that each fast
-implementation (XLA, the Pallas kernel under `interpret=True`, and compiled
-too when an accelerator is present) returns exactly the reference's ids,
-and that the ids meet every constraint (checked in numpy, independently of
-any implementation). Replay a failure with LUCE_TEST_SEED=<seed>.
+implementation returns exactly the reference's ids, and that the ids meet
+every constraint (checked in numpy, independently of any implementation).
+The fast ones: XLA, and the Pallas kernels under every mode of
+`conftest.pallas_modes()`: the TPU kernel in the HLO interpreter (True) and
+the TPU simulator ("tpu"), the Mosaic GPU kernel in the GPU simulator
+("gpu"), and compiled (False) when an accelerator is present. The shapes
+reach both GPU paths (rows resident in shared memory, and rows wider than
+512 items streamed through the TMA pipeline). Replay a failure with
+LUCE_TEST_SEED=<seed>.
 """
 
+import functools
 import itertools
 
 import jax
@@ -16,14 +22,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from conftest import pallas_modes
+from luce import kernels
 from luce.errors import InputError
-from luce.kernels.topk_sample import resolve_impl, top_u, topk_sample
+from luce.kernels.topk_sample import mosaic_gpu, resolve_impl, top_u, topk_sample
 from luce.kernels.topk_sample.pallas import topk_sample_pallas
 from luce.sampling import pl_sample
 
-FAST = [("xla", False), ("pallas", True)]
-if jax.default_backend() in ("gpu", "tpu"):
-  FAST.append(("pallas", False))
+FAST = [("xla", False)] + [("pallas", mode) for mode in pallas_modes()]
 
 
 def perturbed_case(rng, bsz, n, *, neg_inf=0.1, forbid=0.2, short_rows=True):
@@ -102,12 +108,22 @@ def check_valid(ids, z, forbidden, k, u, groups=None, q=None, what=""):
         assert (counts >= q[b, :, 0]).all(), m + " a min is not met"
 
 
+# (B, n, k): n from 2 up, k from 1 to n, nothing a multiple of a block. The
+# simulators ("tpu", "gpu") run a grid step in about a second, so they get
+# the same kinds of case at sizes that keep this file quick; n > 512 still
+# takes the GPU kernel's streamed path.
 NO_QUOTA_SHAPES = [(13, 2, 1), (9, 2, 2), (10, 130, 129), (5, 777, 300), (2, 65536, 3)]
+NO_QUOTA_SHAPES_SIM = [(13, 2, 1), (9, 2, 2), (10, 130, 129), (3, 777, 37), (2, 5000, 3)]
+SIMULATED = ("tpu", "gpu")
+
+
+def shapes_for(interpret, full, simulated):
+  return simulated if interpret in SIMULATED else full
 
 
 @pytest.mark.parametrize("impl,interpret", FAST)
 def test_no_quotas_match_reference(rng, impl, interpret):
-  for bsz, n, k in NO_QUOTA_SHAPES:
+  for bsz, n, k in shapes_for(interpret, NO_QUOTA_SHAPES, NO_QUOTA_SHAPES_SIM):
     z, forbidden = perturbed_case(rng, bsz, n)
     u = mixed_u(rng, bsz, k)
     got = topk_sample(z, k, u=u, forbidden=forbidden, impl=impl, interpret=interpret)
@@ -117,17 +133,19 @@ def test_no_quotas_match_reference(rng, impl, interpret):
     check_valid(got, z, forbidden, k, u, what=what)
   # Without u, forbidden and −inf the op is the plain top-k: check it against
   # numpy's sort as well (k = n: a full permutation).
-  z = rng.normal(size=(3, 300)).astype(np.float32)
-  got = np.asarray(topk_sample(z, 300, impl=impl, interpret=interpret))
+  n = 130 if interpret in SIMULATED else 300
+  z = rng.normal(size=(3, n)).astype(np.float32)
+  got = np.asarray(topk_sample(z, n, impl=impl, interpret=interpret))
   np.testing.assert_array_equal(got, np.argsort(-z, axis=1))
 
 
 QUOTA_SHAPES = [(16, 7, 3), (12, 80, 20), (8, 300, 150), (2, 65536, 4)]
+QUOTA_SHAPES_SIM = [(16, 7, 3), (12, 80, 20), (8, 200, 33), (2, 5000, 4)]
 
 
 @pytest.mark.parametrize("impl,interpret", FAST)
 def test_quotas_match_reference(rng, impl, interpret):
-  for bsz, n, k in QUOTA_SHAPES:
+  for bsz, n, k in shapes_for(interpret, QUOTA_SHAPES, QUOTA_SHAPES_SIM):
     z, forbidden = perturbed_case(rng, bsz, n, neg_inf=0.05, forbid=0.1)
     groups, q = random_quotas(rng, bsz, n, k)
     u = mixed_u(rng, bsz, k)
@@ -154,7 +172,7 @@ def test_quotas_match_reference(rng, impl, interpret):
 def test_top_u_is_a_prefix_of_top_k(rng, impl, interpret):
   # The diffusion step: u slots of the k_max-slot fill, quotas kept
   # reachable for all k_max; u = 0 rows are all −1.
-  bsz, n, k = 24, 69, 8
+  bsz, n, k = (16 if interpret in SIMULATED else 24), 69, 8
   z, forbidden = perturbed_case(rng, bsz, n, neg_inf=0.0, forbid=0.1, short_rows=False)
   groups = np.arange(n) % 3
   q = np.array([[2, 3], [0, 4], [3, 8]], np.int32)
@@ -167,20 +185,42 @@ def test_top_u_is_a_prefix_of_top_k(rng, impl, interpret):
   np.testing.assert_array_equal(part, want)
 
 
-def test_pallas_writes_every_output(rng):
-  # The ids output starts as a sentinel (aliased buffer): every element,
-  # padding slots included, must be overwritten. B is not a multiple of 8
-  # and k spans two 128-lane output tiles.
-  bsz, n, k = 11, 300, 130
+@pytest.mark.parametrize("interpret", pallas_modes())
+def test_pallas_writes_every_output(rng, interpret):
+  # The ids output starts as a sentinel (an aliased buffer: input_output_aliases
+  # for the TPU kernel, a jax.new_ref for the Mosaic GPU one): every element,
+  # padding slots included, must be overwritten. B is not a multiple of a
+  # row block and k spans two output tiles (TPU: 128 lanes; GPU: 128-slot
+  # staging). The GPU kernel runs its resident path without quotas and its
+  # streamed one (SMEM capped at one chunk) with them.
+  bsz, n, k = 11, 150, 130
   z, forbidden = perturbed_case(rng, bsz, n)
   u = mixed_u(rng, bsz, k)
+  u[0] = k
   groups, q = random_quotas(rng, bsz, n, k)
-  for kw in ({}, {"groups": jnp.asarray(groups), "quotas": jnp.asarray(q)}):
-    got = np.asarray(jax.jit(lambda z, f, u, kw: topk_sample_pallas(
-        z, k, u, f, interpret=True, poison=-7, **kw))(z, forbidden, u, kw))
+  for kw, cols in (({}, 512), ({"groups": jnp.asarray(groups), "quotas": jnp.asarray(q)}, 128)):
+    if kernels.pallas_flavour(interpret) == "tpu":
+      run = functools.partial(topk_sample_pallas, interpret=interpret)
+    else:
+      run = functools.partial(mosaic_gpu.topk_sample_mosaic_gpu, interpret=interpret,
+                              resident_cols=cols)
+    got = np.asarray(jax.jit(lambda z, f, u, kw: run(z, k, u, f, poison=-7, **kw))(
+        z, forbidden, u, kw))
     assert not (got == -7).any(), got
     want = topk_sample(z, k, u=u, forbidden=forbidden, impl="reference", **kw)
     np.testing.assert_array_equal(got, want)
+
+
+def test_mosaic_gpu_many_groups_falls_back_exactly(rng):
+  # More groups than the GPU kernel's per-row bitmask holds: the XLA slot scan.
+  bsz, n, k = 4, 90, 6
+  z, forbidden = perturbed_case(rng, bsz, n, neg_inf=0.0, short_rows=False)
+  groups = np.arange(n) % 45
+  q = np.tile(np.array([[0, 1]], np.int32), (45, 1))
+  q[:3, 0] = 1
+  kw = dict(forbidden=forbidden, groups=groups, quotas=q)
+  got = topk_sample(z, k, impl="pallas", interpret="gpu", **kw)
+  np.testing.assert_array_equal(got, topk_sample(z, k, impl="reference", **kw))
 
 
 def _pl_probs_full(scores):
@@ -218,9 +258,13 @@ def test_pallas_sampler_chi_square(seed):
   assert pvalue(scores + np.array([0.5, 0, 0, 0])) < 1e-3, f"seed {seed}: can't fail"
 
 
-def test_pl_sample_same_ids_for_every_impl(seed):
+@pytest.mark.parametrize("impl,interpret", FAST)
+def test_pl_sample_same_ids_for_every_impl(seed, impl, interpret):
+  # End to end through the public sampler (interpret="gpu": the Mosaic GPU
+  # kernel in the simulator): the same ids as the reference for one key.
   rng = np.random.default_rng(seed)
-  n, k, bsz = 69, 5, 300
+  n, k = 69, 5
+  bsz = 70 if interpret in SIMULATED else 300
   scores = rng.normal(0, 1, (bsz, n)).astype(np.float32)
   scores[rng.random((bsz, n)) < 0.05] = -np.inf
   scores[:, :21] = np.nan_to_num(scores[:, :21], neginf=0.0)
@@ -229,10 +273,8 @@ def test_pl_sample_same_ids_for_every_impl(seed):
   key = jax.random.key(seed)
   # (Without quotas the same path is checked by the chi-square test above.)
   want = np.asarray(pl_sample(key, scores, k, groups=groups, quotas=quotas, impl="reference"))
-  for impl, interpret in FAST:
-    got = pl_sample(key, scores, k, groups=groups, quotas=quotas, impl=impl,
-                    interpret=interpret)
-    np.testing.assert_array_equal(got, want, err_msg=f"seed {seed} {impl}")
+  got = pl_sample(key, scores, k, groups=groups, quotas=quotas, impl=impl, interpret=interpret)
+  np.testing.assert_array_equal(got, want, err_msg=f"seed {seed} {impl} {interpret}")
 
 
 def test_dispatch():
@@ -245,5 +287,10 @@ def test_dispatch():
     pl_sample(jax.random.key(0), z, 2, impl="reference", interpret=True)
   with pytest.raises(InputError, match="is not one of"):
     topk_sample(z, 2, impl="triton")
+  with pytest.raises(InputError, match="is not one of"):
+    topk_sample(z, 2, impl="pallas", interpret="cuda")
+  if jax.default_backend() == "cpu":
+    with pytest.raises(InputError, match="cannot compile"):
+      topk_sample(z, 2, impl="pallas")
   with pytest.raises(InputError, match="out of range"):
     topk_sample(z, 4)

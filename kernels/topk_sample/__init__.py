@@ -11,9 +11,23 @@ Implementations (`impl`):
   - "reference": `reference.topk_sample_reference`, the definition in jnp.
   - "xla": `xla.topk_sample_xla`: `lax.top_k` without quotas, a scan over the
     slots with them; tuned for CPU.
-  - "pallas": `pallas.topk_sample_pallas`, a k-pass chunked argmax kernel
-    (GPU and TPU; `interpret=True` runs it on CPU).
+  - "pallas": a k-pass chunked argmax kernel, in the flavour
+    `kernels.pallas_flavour(interpret)` picks:
+      * "tpu": `pallas.topk_sample_pallas` (Mosaic TPU; also what
+        `interpret=True` and `interpret="tpu"` run);
+      * "mosaic_gpu": `mosaic_gpu.topk_sample_mosaic_gpu` (Mosaic GPU;
+        `interpret="gpu"` runs it in the GPU simulator).
+    On a GPU, compiled, without quotas and with k > `GPU_PASSES_MAX_K`, the
+    dispatcher keeps `lax.top_k` instead (the "xla" path): the kernel reads
+    each row k times, which for a 64-row block resident in shared memory is
+    about 10·k·n simple ops per row, while XLA's GPU top-k (a dedicated
+    per-row kernel for small k, a segmented sort otherwise) costs about
+    n·log²n and is independent of k; they cross in the tens of slots. With
+    quotas the slots depend on each other and the kernel is the fast exact
+    path at every k. The interpreted flavours always run the kernel.
   - "auto": Pallas on GPU and TPU, XLA on CPU.
+
+Every implementation returns the same ids for the same perturbed scores.
 """
 
 from __future__ import annotations
@@ -26,11 +40,13 @@ import jax.numpy as jnp
 
 from luce import kernels
 from luce.errors import InputError, ShapeError
+from luce.kernels.topk_sample.mosaic_gpu import topk_sample_mosaic_gpu
 from luce.kernels.topk_sample.pallas import topk_sample_pallas
 from luce.kernels.topk_sample.reference import topk_sample_reference
 from luce.kernels.topk_sample.xla import topk_sample_xla
 
 IMPLS = ("auto", "reference", "xla", "pallas")
+GPU_PASSES_MAX_K = 32  # compiled on a GPU without quotas: lax.top_k above this k
 
 
 def resolve_impl(impl: str) -> str:
@@ -55,6 +71,8 @@ def topk_sample(perturbed, k, *, u=None, forbidden=None, groups=None, quotas=Non
   """
   impl = resolve_impl(impl)
   interpret = kernels.check_interpret(impl, interpret)
+  if impl == "pallas":
+    kernels.pallas_flavour(interpret)  # InputError now for compiled Pallas on a CPU
   perturbed = jnp.asarray(perturbed)
   if perturbed.ndim != 2:
     raise ShapeError(f"perturbed must be float[B, n], got shape {perturbed.shape}.")
@@ -93,5 +111,8 @@ def _topk_sample_jit(perturbed, u, forbidden, groups, quotas, k, impl, interpret
   if impl == "reference":
     return topk_sample_reference(*args)
   if impl == "pallas":
-    return topk_sample_pallas(*args, interpret=interpret)
+    if kernels.pallas_flavour(interpret) == "tpu":
+      return topk_sample_pallas(*args, interpret=interpret)
+    if interpret is not False or quotas is not None or k <= GPU_PASSES_MAX_K:
+      return topk_sample_mosaic_gpu(*args, interpret=interpret)
   return topk_sample_xla(*args)

@@ -1,4 +1,10 @@
-"""Pallas kernel for topk_sample: k passes of a chunked masked argmax.
+"""Pallas TPU kernel for topk_sample: k passes of a chunked masked argmax.
+
+This is the Mosaic TPU flavour (`pl.pallas_call` over (8, 128)-tiled VMEM
+blocks, `pltpu.CompilerParams`, the row blocks "parallel" so the two
+TensorCores of a v4/v5p chip split them). It is also what `interpret=True`
+runs in Pallas' HLO interpreter and `interpret="tpu"` in the TPU simulator;
+the Mosaic GPU flavour of the same algorithm is `mosaic_gpu.py`.
 
 One program takes a block of `_ROWS` rows and fills their k slots in order.
 Slot j is one pass over the row in chunks of `_CHUNK` lanes, keeping a running
@@ -28,16 +34,27 @@ per-item bounds computed in XLA, `_common.item_bounds`) and updates them on
 the next pass, fused with that pass's reads: items of the group just picked
 lose one from each. The deficit D per row drops by one when the picked
 item's lo_left was positive. The state lives in two extra outputs (written
-once from the inputs, then read and written in place), which works as VMEM
-on TPU and as global memory on GPU.
+once from the inputs, then read and written in place in VMEM).
 
 top-u: each row fills only its first u[b] slots; a block stops after
-max(u) over its rows.
+max(u) over its rows, computed in XLA and read as a scalar from SMEM.
+
+Written for what Mosaic TPU lowers: every per-row value is a (rows, 1)
+column (no 1-D vectors), every block access a static-shaped (8k, 128)
+window at a 128-aligned lane offset (no unaligned lane slices or
+concatenations, no dynamic gathers), and the argmax is a float max followed
+by an int32 min over the lane iota among the maxima. VMEM per block is
+about 4·rows·n_pad bytes for the scores plus 16·rows·n_pad with quotas
+(inputs and in-place state, double-buffered by the pipeline): a very wide
+row with quotas (n in the tens of thousands) needs `vmem_limit_bytes`
+raised or smaller blocks.
 
 Blocks are 8 rows (one sublane tile; `block_rows` may ask for any multiple
 of 8) by the whole padded row, walked in 128-lane tiles. The row-level feasibility mask is applied in XLA.
 
-`interpret=True` runs the kernel on CPU through Pallas' interpreter.
+`interpret=True` runs the kernel on CPU through Pallas' HLO interpreter,
+`interpret="tpu"` through the TPU simulator (`pltpu.InterpretParams`);
+`kernels.interpret_params` maps the mode to the `pallas_call` argument.
 """
 
 from __future__ import annotations
@@ -47,7 +64,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
 
+from luce import kernels
 from luce.kernels.topk_sample import _common
 
 _ROWS = 8      # rows per program: a TPU sublane tile
@@ -55,7 +74,7 @@ _CHUNK = 128   # lanes per step: a TPU lane tile
 _BIG = 2**30   # larger than any item id
 
 
-def _topk_kernel(z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
+def _topk_kernel(slots_ref, z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
   rows = z_ref.shape[0]
   if quotas:
     g_ref, lo_in, hi_in, d_ref = refs[:4]
@@ -63,6 +82,9 @@ def _topk_kernel(z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
   refs = refs[n_poison:]  # poisoned initial outputs, if any (aliased)
   out_ref = refs[0]
   lane = jax.lax.broadcasted_iota(jnp.int32, (rows, _CHUNK), 1)
+  # Per-row values are (rows, 1) columns throughout: Mosaic lays 2-D values
+  # out in (8, 128) tiles, while 1-D vectors have poor or no support.
+  col = lambda value, dtype: jnp.full((rows, 1), value, dtype)
 
   def tile(c):
     return pl.ds(pl.multiple_of(c * _CHUNK, _CHUNK), _CHUNK)
@@ -82,55 +104,54 @@ def _topk_kernel(z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, n_poison):
 
     jax.lax.fori_loop(0, n_chunks, copy, 0)
 
-  take_u = u_ref[:, 0]
-  n_slots = jnp.max(take_u)
+  take_u = u_ref[:, 0:1]
+  n_slots = slots_ref[pl.program_id(0)]  # max u over the block (SMEM scalar)
 
   def slot(j, carry):
     last_z, last_i, prev_g, deficit = carry
-    tight = (deficit >= k - j)[:, None]
+    tight = deficit >= k - j
 
     def chunk(c, acc):
       best_z, best_i, best_g, best_lo = acc
       lanes = tile(c)
       z = z_ref[:, lanes]
       idx = lane + c * _CHUNK
-      ok = (z < last_z[:, None]) | ((z == last_z[:, None]) & (idx > last_i[:, None]))
+      ok = (z < last_z) | ((z == last_z) & (idx > last_i))
       if quotas:
         g = jnp.broadcast_to(g_ref[:, lanes], (rows, _CHUNK))
-        same = (g == prev_g[:, None]).astype(jnp.int32)
+        same = (g == prev_g).astype(jnp.int32)
         lo = lo_ref[:, lanes] - same
         hi = hi_ref[:, lanes] - same
         lo_ref[:, lanes] = lo
         hi_ref[:, lanes] = hi
         ok &= (hi > 0) & (~tight | (lo > 0))
       zc = jnp.where(ok, z, -jnp.inf)
-      m = jnp.max(zc, axis=1)
-      i = jnp.min(jnp.where((zc == m[:, None]) & ok, idx, _BIG), axis=1)
+      # int32 argmax as max, then the least lane iota among the maxima.
+      m = jnp.max(zc, axis=1, keepdims=True)
+      i = jnp.min(jnp.where((zc == m) & ok, idx, _BIG), axis=1, keepdims=True)
       better = m > best_z  # ties keep the earlier chunk: the lower id
       if quotas:
-        at = idx == i[:, None]
-        cg = jnp.sum(jnp.where(at, g, 0), axis=1)
-        clo = jnp.sum(jnp.where(at, lo, 0), axis=1)
+        at = idx == i
+        cg = jnp.sum(jnp.where(at, g, 0), axis=1, keepdims=True)
+        clo = jnp.sum(jnp.where(at, lo, 0), axis=1, keepdims=True)
         best_g = jnp.where(better, cg, best_g)
         best_lo = jnp.where(better, clo, best_lo)
       return (jnp.where(better, m, best_z), jnp.where(better, i, best_i), best_g, best_lo)
 
-    none_i = jnp.full((rows,), -1, jnp.int32)
-    init = (jnp.full((rows,), -jnp.inf, jnp.float32), none_i, none_i,
-            jnp.zeros((rows,), jnp.int32))
+    init = (col(-jnp.inf, jnp.float32), col(-1, jnp.int32), col(-1, jnp.int32),
+            col(0, jnp.int32))
     best_z, best_i, best_g, best_lo = jax.lax.fori_loop(0, n_chunks, chunk, init)
     found = (best_z > -jnp.inf) & (j < take_u)
     pick = jnp.where(found, best_i, -1)
     oc = j // _CHUNK
     lanes = tile(oc)
-    out_ref[:, lanes] = jnp.where(lane == (j - oc * _CHUNK), pick[:, None], out_ref[:, lanes])
+    out_ref[:, lanes] = jnp.where(lane == (j - oc * _CHUNK), pick, out_ref[:, lanes])
     return (jnp.where(found, best_z, last_z), jnp.where(found, best_i, last_i),
             jnp.where(found, best_g, -1),
             deficit - (found & (best_lo > 0)).astype(jnp.int32))
 
-  init = (jnp.full((rows,), jnp.inf, jnp.float32), jnp.full((rows,), -1, jnp.int32),
-          jnp.full((rows,), -1, jnp.int32),
-          d_ref[:, 0] if quotas else jnp.zeros((rows,), jnp.int32))
+  init = (col(jnp.inf, jnp.float32), col(-1, jnp.int32), col(-1, jnp.int32),
+          d_ref[:, 0:1] if quotas else col(0, jnp.int32))
   jax.lax.fori_loop(0, n_slots, slot, init)
 
 
@@ -164,9 +185,11 @@ def topk_ids(z, k, take_u, lo=None, hi=None, d0=None, groups=None, *,
   kpad = pl.cdiv(k, _CHUNK) * _CHUNK
   quotas = lo is not None
   row_spec = lambda w: pl.BlockSpec((rb, w), lambda r: (r, 0))
-  args = [_pad(z.astype(jnp.float32), bp, npad, -jnp.inf),
-          _pad(jnp.broadcast_to(take_u[:, None], (b, _CHUNK)), bp, _CHUNK, 0)]
-  in_specs = [row_spec(npad), row_spec(_CHUNK)]
+  up = jnp.pad(take_u.astype(jnp.int32), (0, bp - b))
+  args = [jnp.max(up.reshape(bp // rb, rb), axis=1),
+          _pad(z.astype(jnp.float32), bp, npad, -jnp.inf),
+          jnp.broadcast_to(up[:, None], (bp, _CHUNK))]
+  in_specs = [pl.BlockSpec(memory_space=pltpu.SMEM), row_spec(npad), row_spec(_CHUNK)]
   out_shapes = [jax.ShapeDtypeStruct((bp, kpad), jnp.int32)]
   out_specs = [row_spec(kpad)]
   if quotas:
@@ -193,7 +216,8 @@ def topk_ids(z, k, take_u, lo=None, hi=None, d0=None, groups=None, *,
       in_specs=in_specs,
       out_specs=tuple(out_specs),
       input_output_aliases=aliases,
-      interpret=interpret,
+      compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",)),
+      interpret=kernels.interpret_params(interpret),
   )(*args)
   return outs[0][:b, :k]
 
