@@ -38,8 +38,10 @@ def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto", inter
     impl: "auto" | "cpu" | "xla" | "pallas" | "reference" (see
       `luce.kernels.pl_nll`); "auto" is Pallas on GPU/TPU and, on CPU, the
       native kernel ("cpu", built on first use) or XLA when it cannot build.
-    interpret: run the Pallas kernels in Pallas' interpreter (impl="pallas"
-      only), so they run on CPU too.
+    interpret: how impl="pallas" runs (see `luce.kernels`): False compiles
+      for the GPU (Mosaic GPU) or TPU (Mosaic TPU); True runs the TPU kernel
+      in Pallas' HLO interpreter, "tpu" in the TPU simulator, "gpu" the
+      Mosaic GPU kernel in the GPU simulator; the last three run on CPU too.
 
   Returns:
     float32[...] log-probabilities (0 for an all-padding list, −inf for a list

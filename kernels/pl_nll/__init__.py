@@ -4,8 +4,11 @@
   - "reference": `reference.pl_nll_reference`, pure jnp, O(n·k), autodiff.
   - "xla": `xla.pl_nll_xla`, O(n + k) with a closed-form custom VJP, tuned
     for XLA on CPU.
-  - "pallas": `pallas.pl_nll_pallas`, the same math with the scans as Pallas
-    kernels (GPU and TPU; `interpret=True` runs them on CPU).
+  - "pallas": a Pallas kernel, picked by `luce.kernels.pallas_flavour`:
+    `mosaic_gpu.pl_nll_mosaic_gpu` (Mosaic GPU: on a GPU, or `interpret="gpu"`
+    in the GPU simulator) or `pallas.pl_nll_pallas` (Mosaic TPU: on a TPU,
+    `interpret="tpu"` in the TPU simulator, `interpret=True` in the HLO
+    interpreter). Compiled Pallas on a CPU raises InputError.
   - "cpu": `cpu_ffi.pl_nll_cpu`, a native C++ kernel through the XLA FFI
     (CPU backend only; built on first use, XLA when it cannot be built).
   - "auto": Pallas on GPU and TPU; on CPU the native kernel when it is
@@ -21,6 +24,7 @@ import jax
 
 from luce import kernels
 from luce.kernels.pl_nll import cpu_ffi
+from luce.kernels.pl_nll.mosaic_gpu import pl_nll_mosaic_gpu
 from luce.kernels.pl_nll.pallas import pl_nll_pallas
 from luce.kernels.pl_nll.reference import pl_nll_reference
 from luce.kernels.pl_nll.xla import pl_nll_xla
@@ -37,6 +41,8 @@ def pl_nll(scores, ranking, where=None, weights=None, *, impl="auto", interpret=
   """−log P(ranking | scores) per row; see the module docstring for `impl`."""
   impl = resolve_impl(impl)
   interpret = kernels.check_interpret(impl, interpret)
+  if impl == "pallas":
+    impl = kernels.pallas_flavour(interpret)   # "mosaic_gpu" or "tpu"; InputError on CPU
   return _pl_nll_jit(scores, ranking, where, weights, impl, interpret)
 
 
@@ -45,7 +51,9 @@ def pl_nll(scores, ranking, where=None, weights=None, *, impl="auto", interpret=
 def _pl_nll_jit(scores, ranking, where, weights, impl, interpret):
   if impl == "reference":
     return pl_nll_reference(scores, ranking, where, weights)
-  if impl == "pallas":
+  if impl == "mosaic_gpu":
+    return pl_nll_mosaic_gpu(scores, ranking, where, weights, interpret=interpret)
+  if impl == "tpu":
     return pl_nll_pallas(scores, ranking, where, weights, interpret=interpret)
   if impl == "cpu":
     return cpu_ffi.pl_nll_cpu(scores, ranking, where, weights)
