@@ -1,6 +1,12 @@
-"""Benchmark: value+grad of `luce.pl_log_prob` against its peers, CPU.
+"""Benchmark: value+grad of `luce.pl_log_prob` against its peers (CPU or GPU).
 
     python -m benchmarks.pl_log_prob [--shapes=1024x64x64,256x1024x1024,64x16384x10]
+
+On a GPU (JAX's default backend) the default shapes are 16384x1024x1024 and
+16384x1024x16 (B·n = 2^24); "auto" is then the Mosaic GPU Pallas kernel, and
+the peers are "xla", rax, and allRank's ListMLE in torch on CUDA (when torch
+sees a GPU). The floor there is memory only: the same bytes over the device's
+copy bandwidth, measured in the same run (a jitted [B, n] float32 copy).
 
 Each shape is BxNxK: B lists over n items, ranking k items (k = n: full
 rankings). Times the jitted value and gradient of Σ_lists −log P (warm, median
@@ -37,6 +43,7 @@ import jax.numpy as jnp
 from benchmarks import _timing
 
 DEFAULT_SHAPES = "1024x64x64,256x1024x1024,64x16384x10"
+ACCEL_SHAPES = "16384x1024x1024,16384x1024x16"   # B·n = 2^24
 NAIVE_MAX_K = 64         # the naive loop unrolls k stages under jit
 REFERENCE_MAX_ELEMS = 3e8  # "reference" materialises B·k·n floats (and grads)
 TORCH_EPS = 1e-10        # allRank's DEFAULT_EPS
@@ -136,6 +143,33 @@ def torch_listmle(scores, order, k):
   return loss[:, :k].sum(dim=1)
 
 
+def torch_listmle_cuda_value_and_grad(s_np, order, k):
+  """(Σ loss, ∂/∂scores) of allRank's ListMLE by torch autograd on CUDA; the
+  call synchronises, so its wall time is the GPU's."""
+  import torch
+  s = torch.from_numpy(s_np).cuda().requires_grad_(True)
+  o = torch.from_numpy(order).cuda()
+
+  def call():
+    loss = torch_listmle(s, o, k).sum()
+    (g,) = torch.autograd.grad(loss, s)
+    torch.cuda.synchronize()
+    return loss, g
+  return call, (lambda: torch_listmle(s.detach(), o, k).cpu().numpy())
+
+
+def accelerator() -> bool:
+  return jax.default_backend() in ("gpu", "tpu")
+
+
+def torch_cuda() -> bool:
+  try:
+    import torch
+    return bool(torch.cuda.is_available())
+  except ImportError:
+    return False
+
+
 # ---------------------------------------------------------------- runners
 
 def jax_value_and_grad(per_list):
@@ -223,6 +257,17 @@ def transcendental_rates(elems=1 << 16):
   return rates
 
 
+def device_copy_seconds(nbytes: int, repeats: int = 21) -> dict:
+  """Best and median time of a jitted copy (x + 1) of `nbytes` of float32 on
+  the default device: reads and writes every byte, as a kernel streaming the
+  scores in and the gradient out must."""
+  x = jnp.ones((max(nbytes // 4, 1),), jnp.float32)
+  f = jax.jit(lambda x: x + 1.0)
+  t = _timing.time_call(lambda: f(x).block_until_ready(), warmup=3, min_repeats=repeats,
+                        min_seconds=0.5)
+  return {"threads": 0, "min_s": t["min_s"], "median_s": t["median_s"]}
+
+
 def floor_seconds(b, n, k, rates):
   """Lower bound on a value+grad: max(memory time, transcendental time).
 
@@ -234,6 +279,12 @@ def floor_seconds(b, n, k, rates):
   no transcendental.
   """
   moved = 4 * b * n + 4 * b * k + 4 * b * n
+  if rates is None:   # an accelerator: memory only, at the device's copy bandwidth
+    copy = device_copy_seconds(4 * b * n)
+    mem = copy["min_s"] * moved / (8 * b * n)
+    return {"bytes": moved, "copy": copy, "memory_s": mem, "exp": b * n, "log": b * k,
+            "transcendental_s": 0.0, "floor_s": mem,
+            "copy_bytes_per_s": 8 * b * n / copy["min_s"]}
   copy = _timing.copy_seconds(4 * b * n, repeats=21)
   mem = copy["min_s"] * moved / (8 * b * n)
   trans = b * n / rates["exp"] + b * k / rates["log"]
@@ -270,9 +321,21 @@ def bench_shape(b, n, k, rng, args, log):
     add_jax(name, functools.partial(luce_nll, impl=impl), r)
   add_jax("rax", rax_nll, y)
   import torch
+  if accelerator():
+    if torch_cuda():
+      name = "torch (allRank), CUDA"
+      tcall, tvalues = torch_listmle_cuda_value_and_grad(s_np, order, k)
+      t0 = time.perf_counter()
+      tcall()
+      log(f"  {name}: first call {time.perf_counter() - t0:.2f} s")
+      fns[name] = tcall
+      vg[name] = lambda: (None, tcall()[1].cpu().numpy())
+      per_list[name] = tvalues
+    else:
+      skipped["torch (allRank)"] = "torch sees no GPU"
   # One thread per core, as asked, and one thread: on a shared machine
   # torch's OpenMP threads wait on each other whenever one is descheduled.
-  for threads in sorted({_timing.cores(), 1}, reverse=True):
+  for threads in ([] if accelerator() else sorted({_timing.cores(), 1}, reverse=True)):
     name = f"torch (allRank), {threads} thread{'s' if threads > 1 else ''}"
     tcall = torch_value_and_grad(s_np, order, k, threads)
     t0 = time.perf_counter()
@@ -355,6 +418,8 @@ def luce_rows(args):
   from luce.kernels.pl_nll import resolve_impl
   rows, seen = [], set()
   for impl in args.luce_impls.split(","):
+    if impl == "cpu" and jax.default_backend() != "cpu":
+      continue   # the native kernel runs on the CPU backend only
     resolved = resolve_impl(impl)
     if resolved in seen:
       continue
@@ -402,6 +467,13 @@ def markdown(results, bandwidth, rates, base_name):
     if notes:
       lines.append("\\* " + "; ".join(notes) + ".")
       lines.append("")
+  if rates is None:
+    lines.append(
+        f"Floor: memory only = (read scores + ranking, write the gradient) at the "
+        f"device's copy bandwidth, measured in this run as the fastest jitted [B, n] "
+        f"float32 copy (x + 1); at 256 MiB: {bandwidth / 1e9:.0f} GB/s. "
+        f"% of floor = the share of that bandwidth a value+grad reaches.")
+    return "\n".join(lines)
   lines.append(
       f"Floor: memory = the fastest numpy copy of the [B, n] float32 scores (1 thread or "
       f"one per core, at that size, so from cache where it fits), scaled for the ranking's "
@@ -416,7 +488,9 @@ def markdown(results, bandwidth, rates, base_name):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated BxNxK")
+  p.add_argument("--shapes", default=None,
+                 help=f"comma-separated BxNxK (default {DEFAULT_SHAPES} on CPU, "
+                      f"{ACCEL_SHAPES} on GPU/TPU)")
   p.add_argument("--rounds", type=int, default=7)
   p.add_argument("--round_seconds", type=float, default=0.3)
   p.add_argument("--luce_impls", default="auto,xla,cpu,reference",
@@ -436,10 +510,21 @@ def main():
   info["git"] = _timing.git_state()
   log(f"machine: {info}")
 
-  bw = _timing.copy_bandwidth(256)
-  rates = transcendental_rates()
-  log(f"DRAM copy bandwidth {bw['bytes_per_s_best'] / 1e9:.1f} GB/s; rates "
-      + ", ".join(f"{k} {v / 1e9:.2f} G/s" for k, v in rates.items()))
+  if args.shapes is None:
+    args.shapes = ACCEL_SHAPES if accelerator() else DEFAULT_SHAPES
+  info["torch_cuda"] = torch_cuda()
+  if accelerator():
+    t = device_copy_seconds(256 * 2**20)
+    bw = {"array_mib": 256, "threads": 0, "device": str(jax.devices()[0]),
+          "bytes_per_s_best": 2 * 256 * 2**20 / t["min_s"],
+          "bytes_per_s_median": 2 * 256 * 2**20 / t["median_s"]}
+    rates = None
+    log(f"device copy bandwidth {bw['bytes_per_s_best'] / 1e9:.0f} GB/s (256 MiB, jitted x + 1)")
+  else:
+    bw = _timing.copy_bandwidth(256)
+    rates = transcendental_rates()
+    log(f"DRAM copy bandwidth {bw['bytes_per_s_best'] / 1e9:.1f} GB/s; rates "
+        + ", ".join(f"{k} {v / 1e9:.2f} G/s" for k, v in rates.items()))
 
   rng = np.random.default_rng(args.seed)
   results = []
@@ -449,8 +534,11 @@ def main():
     res = bench_shape(b, n, k, rng, args, log)
     res["floor"] = floor_seconds(b, n, k, rates)
     results.append(res)
+    floor = res["floor"]["floor_s"]
     for name, t in res["times"].items():
-      log(f"  {name}: {1e3 * t['median_s']:.3f} ms  {res['checks'][name]}")
+      log(f"  {name}: {1e3 * t['median_s']:.3f} ms ({100 * floor / t['median_s']:.1f}% of the "
+          f"floor {1e3 * floor:.3f} ms at median, {100 * floor / t['min_s']:.1f}% at min)  "
+          f"{res['checks'][name]}")
   extreme = extreme_check(rng)
   info["loadavg_end"] = os.getloadavg()
 
