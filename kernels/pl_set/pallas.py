@@ -11,7 +11,10 @@ Same grid and the same float32 care as `xla.quadrature_xla`; the kernels walk
 the quadrature nodes one at a time, so memory stays O(rows · k) whatever the
 number of nodes (the XLA version holds rows × nodes × k). Masked and padded
 slots arrive as b = `_common.NEUTRAL`, whose term and derivative are exactly
-0, so the kernels read b only.
+0, so the kernels read b only. Within a block the kernels step over the
+lanes in 128-aligned chunks of up to 512 (`_lane_chunk`), reading b from
+VMEM per node and accumulating the gradient in the output block, so the live
+vector values and the code size do not grow with k.
 
 Forward: for node x_n, v_n = (1 + m)·x_n + rest_n, rest_n = Σ_i term_i(x_n) −
 e^{x_n} (terms relative to the pulled-out linear part, see `xla`). An online
@@ -55,62 +58,85 @@ _ROWS = 8
 _LANES = 128
 
 
-def _rest(x, ex, b, low):
-  """rest(x) per row, (rows, 1): Σ_i term_i − e^x, for a scalar node x and
-  ex = e^x as a (rows, 1) column."""
-  return jnp.sum(_common.factor_terms(x + b, low), axis=1, keepdims=True) - ex
+def _lane_chunk(kp):
+  """Lanes per inner step: 512, 256 or 128, whichever divides kp first."""
+  return next(c for c in (512, 256, _LANES) if kp % c == 0)
+
+
+def _chunk(ref, c, lc):
+  """Columns [c·lc, (c + 1)·lc) of a block: a 128-aligned dynamic lane slice."""
+  return ref[:, pl.ds(pl.multiple_of(c * lc, _LANES), lc)]
+
+
+def _row_sum(ref, lc, fn, init):
+  """init + Σ over lane chunks of the chunk's row sums of fn(chunk), (rows, 1)."""
+  chunks = ref.shape[1] // lc
+  return jax.lax.fori_loop(
+      0, chunks, lambda c, acc: acc + jnp.sum(fn(_chunk(ref, c, lc)), axis=1, keepdims=True),
+      init)
 
 
 def _column(rows, value):
   return jnp.full((rows, 1), value, jnp.float32)
 
 
-def _forward_kernel(b_ref, *refs, x_lo, dx, num):
-  out_ref = refs[-1]  # refs[:-1]: a poisoned initial output, if any (aliased)
-  b = b_ref[...]
-  rows = b.shape[0]
-  low = b < 0
-  slope = 1.0 + jnp.sum(jnp.where(low, 1.0, 0.0), axis=1, keepdims=True)
+def _slope(b_ref, lc):
+  """1 + the number of low (b < 0) slots per row; neutral slots are not low."""
+  return _row_sum(b_ref, lc, lambda b: jnp.where(b < 0, 1.0, 0.0),
+                  _column(b_ref.shape[0], 1.0))
 
-  def rest_at(i):
-    x = x_lo + i.astype(jnp.float32) * dx
-    return _rest(x, jnp.exp(_column(rows, x)), b, low)
+
+def _rest(b_ref, lc, x):
+  """rest(x) per row, (rows, 1): Σ_i term_i − e^x, for a scalar node x (e^x
+  is taken on a column: the scalar unit has no exp)."""
+  rows = b_ref.shape[0]
+  terms = _row_sum(b_ref, lc, lambda b: _common.factor_terms(x + b, b < 0),
+                   _column(rows, 0.0))
+  return terms - jnp.exp(_column(rows, x))
+
+
+def _forward_kernel(b_ref, *refs, x_lo, dx, num, lc):
+  out_ref = refs[-1]  # refs[:-1]: a poisoned initial output, if any (aliased)
+  rows = b_ref.shape[0]
+  slope = _slope(b_ref, lc)
 
   def step(i, carry):
     top, rest_top, acc = carry
-    rest = rest_at(i)
-    d = slope * ((i.astype(jnp.float32) - top) * dx) + (rest - rest_top)
+    fi = i.astype(jnp.float32)
+    rest = _rest(b_ref, lc, x_lo + fi * dx)
+    d = slope * ((fi - top) * dx) + (rest - rest_top)
     better = d > 0
     acc = jnp.where(better, acc * jnp.exp(-jnp.maximum(d, 0.0)) + 1.0,
                     acc + jnp.exp(jnp.minimum(d, 0.0)))
-    return (jnp.where(better, i.astype(jnp.float32), top),
-            jnp.where(better, rest, rest_top), acc)
+    return jnp.where(better, fi, top), jnp.where(better, rest, rest_top), acc
 
-  init = (_column(rows, 0.0), rest_at(jnp.int32(0)), _column(rows, 1.0))
+  init = (_column(rows, 0.0), _rest(b_ref, lc, jnp.float32(x_lo)), _column(rows, 1.0))
   top, rest_top, acc = jax.lax.fori_loop(1, num, step, init)
   col = jax.lax.broadcasted_iota(jnp.int32, out_ref.shape, 1)
   out_ref[...] = jnp.where(col == 0, top, jnp.where(col == 1, rest_top,
                                                     jnp.where(col == 2, jnp.log(acc), 0.0)))
 
 
-def _backward_kernel(b_ref, stats_ref, *refs, x_lo, dx, num):
+def _backward_kernel(b_ref, stats_ref, *refs, x_lo, dx, num, lc):
   grad_ref = refs[-1]
-  b = b_ref[...]
-  rows = b.shape[0]
-  low = b < 0
-  slope = 1.0 + jnp.sum(jnp.where(low, 1.0, 0.0), axis=1, keepdims=True)
+  slope = _slope(b_ref, lc)
   stats = stats_ref[...]
   col = jax.lax.broadcasted_iota(jnp.int32, stats.shape, 1)
   pick = lambda c: jnp.sum(jnp.where(col == c, stats, 0.0), axis=1, keepdims=True)
   top, rest_top, log_acc = pick(0), pick(1), pick(2)
+  grad_ref[...] = jnp.zeros(grad_ref.shape, jnp.float32)
 
-  def step(i, g):
-    x = x_lo + i.astype(jnp.float32) * dx
-    rest = _rest(x, jnp.exp(_column(rows, x)), b, low)
-    p = jnp.exp(slope * ((i.astype(jnp.float32) - top) * dx) + (rest - rest_top) - log_acc)
-    return g + p * _common.factor_slope(x + b)
+  @pl.loop(0, num)
+  def _(i):
+    fi = i.astype(jnp.float32)
+    x = x_lo + fi * dx
+    rest = _rest(b_ref, lc, x)
+    p = jnp.exp(slope * ((fi - top) * dx) + (rest - rest_top) - log_acc)
 
-  grad_ref[...] = jax.lax.fori_loop(0, num, step, jnp.zeros(b.shape, jnp.float32))
+    @pl.loop(0, grad_ref.shape[1] // lc)
+    def _(c):
+      cols = pl.ds(pl.multiple_of(c * lc, _LANES), lc)
+      grad_ref[:, cols] += p * _common.factor_slope(x + b_ref[:, cols])
 
 
 def _call(kernel, b, extra, out_cols, interpret, poison):
@@ -132,7 +158,8 @@ def _call(kernel, b, extra, out_cols, interpret, poison):
     args.append(jnp.full((bp, cols), jnp.nan, jnp.float32))
     specs = specs + [out_spec]
   out = pl.pallas_call(
-      functools.partial(kernel, x_lo=float(x_lo), dx=float(dx), num=int(num)),
+      functools.partial(kernel, x_lo=float(x_lo), dx=float(dx), num=int(num),
+                        lc=_lane_chunk(kp)),
       out_shape=jax.ShapeDtypeStruct((bp, cols), jnp.float32),
       grid=(bp // _ROWS,),
       in_specs=specs,
