@@ -1,4 +1,4 @@
-"""Benchmark: constrained Gumbel-top-k sampling (the topk_sample op), CPU.
+"""Benchmark: constrained Gumbel-top-k sampling (the topk_sample op).
 
     python -m benchmarks.topk_sample [--batch=10000] [--rounds=5]
 
@@ -8,15 +8,23 @@ rounds, results blocked on):
 
   noise       `gumbel_noise(key, (B, n))`: 32 random bits and -log(-log1p(-v))
               per item, the part every implementation shares;
+  top_k       plain `lax.top_k(z, k)` on the perturbed scores, no constraints:
+              the floor for any exact implementation;
   op/xla      the op on perturbed scores: `lax.top_k`, or the slot scan with
               quotas;
   op/ref      the op's pure-jnp reference (slot-by-slot masked argmax);
-  pl_sample   `pl_sample(key, scores, k, impl="xla")`: centering, noise, op.
+  op/pallas   on a GPU or TPU only: the compiled Pallas kernel (Mosaic GPU or
+              Mosaic TPU, `impl="pallas"`); its ids are checked against XLA's
+              before timing;
+  pl_sample   `pl_sample(key, scores, k, impl=...)`: centering, noise, op,
+              with "pallas" on an accelerator and "xla" on a CPU.
 
-and reports sets per second (B / median time). The Pallas kernel runs once per
-case under `interpret=True` on the first 512 rows as a correctness smoke (ids
-identical to XLA's); it is not timed (interpreted Pallas says nothing about
-compiled speed). Prints Markdown; writes benchmarks/out/topk_sample.json.
+and reports sets per second (B / median time). On a CPU the Pallas kernels
+cannot compile: each runs once per case as a correctness smoke instead (ids
+identical to XLA's), the TPU kernel under `interpret=True` on the first 512
+rows and the Mosaic GPU kernel in the GPU simulator (`interpret="gpu"`) on
+the first 64, untimed (interpreted Pallas says nothing about compiled
+speed). Prints Markdown; writes benchmarks/out/topk_sample.json.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from benchmarks import _timing
 from luce.kernels.topk_sample import topk_sample
 from luce.sampling import gumbel_noise, pl_sample
 
-SMOKE_ROWS = 512
+SMOKE_ROWS = {True: 512, "gpu": 64}  # interpret mode: rows of the CPU smoke
 
 
 def cases():
@@ -58,6 +66,8 @@ def main():
   info = _timing.machine()
   print(f"# topk_sample, B = {b}, {info['cpu']}, {info['cores']} cores, "
         f"load {info['loadavg']}, jax {info['versions']['jax']}, {info['date']}\n")
+  accel = jax.default_backend() in ("gpu", "tpu")
+  sample_impl = "pallas" if accel else "xla"
   rows = []
   for name, n, k, groups, quotas in cases():
     scores = jnp.asarray(rng.normal(0, 1, (b, n)), jnp.float32)
@@ -65,32 +75,48 @@ def main():
                                     "quotas": jnp.asarray(quotas, jnp.int32)}
     z = scores + gumbel_noise(key, (b, n))
     noise = jax.jit(functools.partial(gumbel_noise, shape=(b, n)))
+    impls = ("xla", "reference", "pallas") if accel else ("xla", "reference")
     op = {impl: jax.jit(functools.partial(topk_sample, k=k, impl=impl, **kw))
-          for impl in ("xla", "reference")}
-    sample = jax.jit(functools.partial(pl_sample, k=k, impl="xla", **kw))
+          for impl in impls}
+    top_k = jax.jit(lambda z: jax.lax.top_k(z, k)[1])
+    sample = jax.jit(functools.partial(pl_sample, k=k, impl=sample_impl, **kw))
     fns = {
         "noise": lambda: noise(key).block_until_ready(),
+        "top_k": lambda: top_k(z).block_until_ready(),
         "op/xla": lambda: op["xla"](z).block_until_ready(),
         "op/ref": lambda: op["reference"](z).block_until_ready(),
         "pl_sample": lambda: sample(key, scores).block_until_ready(),
     }
     ids = np.asarray(op["xla"](z))
     np.testing.assert_array_equal(ids, np.asarray(op["reference"](z)))
-    smoke = np.asarray(topk_sample(z[:SMOKE_ROWS], k, impl="pallas", interpret=True, **kw))
-    np.testing.assert_array_equal(smoke, ids[:SMOKE_ROWS])
+    row = {"case": name, "n": n, "k": k, "batch": b, "pl_sample_impl": sample_impl}
+    if accel:
+      np.testing.assert_array_equal(np.asarray(op["pallas"](z)), ids)
+      fns["op/pallas"] = lambda: op["pallas"](z).block_until_ready()
+      row["pallas"] = "compiled, ids match"
+    else:
+      for mode, smoke_rows in SMOKE_ROWS.items():
+        smoke = np.asarray(topk_sample(z[:smoke_rows], k, impl="pallas", interpret=mode, **kw))
+        np.testing.assert_array_equal(smoke, ids[:smoke_rows])
+      row["pallas"] = "interpret smoke, ids match"
     t = _timing.time_interleaved(fns, rounds=args.rounds, round_seconds=args.round_seconds)
-    row = {"case": name, "n": n, "k": k, "batch": b, "pallas_interpret_smoke": "ids match"}
     for f, r in t.items():
       row[f] = {**r, "sets_per_s": b / r["median_s"]}
     rows.append(row)
-  print("| case | noise | op xla | op reference | pl_sample (xla) | ref / xla |")
-  print("| --- | --- | --- | --- | --- | --- |")
+  cols = ["noise", "top_k", "op/xla", "op/ref"] + (["op/pallas"] if accel else []) + ["pl_sample"]
+  print(f"| case | {' | '.join(c if c != 'pl_sample' else f'pl_sample ({sample_impl})' for c in cols)}"
+        " | ref / xla |")
+  print("| --- |" + " --- |" * (len(cols) + 1))
   for r in rows:
     cell = lambda f: f"{r[f]['median_s'] * 1e3:.2f} ms ({r[f]['sets_per_s'] / 1e6:.2f} M/s)"
-    print(f"| {r['case']} | {cell('noise')} | {cell('op/xla')} | {cell('op/ref')} "
-          f"| {cell('pl_sample')} | {r['op/ref']['median_s'] / r['op/xla']['median_s']:.1f}× |")
-  print(f"\nPallas (interpret=True, first {SMOKE_ROWS} rows): ids identical to XLA in "
-        f"every case (not timed).")
+    print(f"| {r['case']} | {' | '.join(cell(c) for c in cols)} "
+          f"| {r['op/ref']['median_s'] / r['op/xla']['median_s']:.1f}× |")
+  if accel:
+    print(f"\nPallas compiled on {jax.default_backend()}: ids identical to XLA in every case.")
+  else:
+    print("\nPallas on CPU (not timed): ids identical to XLA in every case, "
+          + ", ".join(f"interpret={m!r} on the first {r} rows" for m, r in SMOKE_ROWS.items())
+          + ".")
   _timing.write_json({"machine": info, "git": _timing.git_state(), "args": vars(args),
                       "rows": rows}, args.out)
 

@@ -128,8 +128,10 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None,
       items from the perturbed scores: "auto" (Pallas on GPU/TPU, XLA on
       CPU), "xla", "pallas" or "reference". The noise is drawn before the
       op, so all of them give the same samples for the same key.
-    interpret: with impl="pallas", run the Pallas kernel in interpret mode
-      (on CPU).
+    interpret: with impl="pallas", how the Pallas kernel runs (see
+      `luce.kernels`): False compiled (GPU or TPU), True the TPU kernel in
+      the HLO interpreter, "tpu" / "gpu" the TPU / Mosaic GPU kernel in
+      Pallas' hardware simulator (all of them on a CPU too).
 
   Returns:
     int32[..., k] item ids, best first; the batch axes are those of `scores`
