@@ -282,8 +282,12 @@ def floor_seconds(b, n, k, rates):
   if rates is None:   # an accelerator: memory only, at the device's copy bandwidth
     copy = device_copy_seconds(4 * b * n)
     mem = copy["min_s"] * moved / (8 * b * n)
+    # What a custom_vjp value+grad must move: the forward reads the scores, the
+    # backward reads them again and writes the gradient (12 B per item), plus
+    # the ranking read twice and the [B, k] residual D written and read back.
+    vjp = 12 * b * n + 16 * b * k
     return {"bytes": moved, "copy": copy, "memory_s": mem, "exp": b * n, "log": b * k,
-            "transcendental_s": 0.0, "floor_s": mem,
+            "transcendental_s": 0.0, "floor_s": mem, "vjp_bytes": vjp,
             "copy_bytes_per_s": 8 * b * n / copy["min_s"]}
   copy = _timing.copy_seconds(4 * b * n, repeats=21)
   mem = copy["min_s"] * moved / (8 * b * n)
@@ -445,9 +449,12 @@ def markdown(results, bandwidth, rates, base_name):
                  f"for {fl['bytes'] / 2**20:.2f} MiB, exp/log {fmt_ms(fl['transcendental_s'])} ms "
                  f"for {fl['exp'] / 1e6:.3g}M exp + {fl['log'] / 1e6:.3g}M log)")
     lines.append("")
+    extra = " achieved bandwidth (luce) |" if rates is None else ""
     lines.append("| impl | ms (median) | IQR ms | min ms | × luce (median) | × luce (min) | "
-                 "% of floor (median / min) | value rel. diff vs luce | grad rel. diff vs luce |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                 "% of floor (median / min) | value rel. diff vs luce | grad rel. diff vs luce |"
+                 + extra)
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+                 + (" ---: |" if extra else ""))
     for name, t in res["times"].items():
       c = res["checks"][name]
       vdiff = (f"{c['value_rel_vs_luce']:.1e}" if "value_rel_vs_luce" in c else
@@ -460,6 +467,12 @@ def markdown(results, bandwidth, rates, base_name):
           f"{fmt_ms(t['min_s'])} | {t['median_s'] / base:.2f} | {t['min_s'] / base_min:.2f} | "
           f"{100 * fl['floor_s'] / t['median_s']:.1f}% / {100 * fl['floor_s'] / t['min_s']:.1f}% | "
           f"{vdiff} | {gdiff} |")
+      if "vjp_bytes" in fl and name.startswith("luce"):
+        rate = fl["vjp_bytes"] / t["median_s"]
+        lines[-1] += (f" {rate / 1e9:.0f} GB/s = {100 * rate / fl['copy_bytes_per_s']:.0f}% of "
+                      f"copy bandwidth |")
+      elif "vjp_bytes" in fl:
+        lines[-1] += " — |"
     for name, why in res["skipped"].items():
       lines.append(f"| {name} | skipped: {why} | | | | | | | |")
     notes = [c["note"] for c in res["checks"].values() if "note" in c]
@@ -472,7 +485,11 @@ def markdown(results, bandwidth, rates, base_name):
         f"Floor: memory only = (read scores + ranking, write the gradient) at the "
         f"device's copy bandwidth, measured in this run as the fastest jitted [B, n] "
         f"float32 copy (x + 1); at 256 MiB: {bandwidth / 1e9:.0f} GB/s. "
-        f"% of floor = the share of that bandwidth a value+grad reaches.")
+        f"% of floor = the share of that bandwidth a value+grad reaches. A custom_vjp "
+        f"value+grad reads the scores twice (forward, backward) and writes the gradient: "
+        f"12 B per item against the floor's 8, so it tops out at 67% of floor; the last "
+        f"column of luce's rows is the bandwidth it reaches on those bytes (plus the "
+        f"ranking and the [B, k] residual) as a share of the measured copy bandwidth.")
     return "\n".join(lines)
   lines.append(
       f"Floor: memory = the fastest numpy copy of the [B, n] float32 scores (1 thread or "
