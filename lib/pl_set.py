@@ -75,8 +75,11 @@ def pl_set_log_prob(scores, subset, *, where=None, method="auto", impl="auto",
     impl: implementation of the quadrature, "auto" | "xla" | "pallas" |
       "reference" (see `luce.kernels.pl_set`); "auto" is Pallas on GPU/TPU,
       XLA on CPU. The exact method is plain XLA.
-    interpret: run the Pallas kernels in Pallas' interpreter (impl="pallas"),
-      so they run on CPU too.
+    interpret: how the Pallas kernels run (impl="pallas" only; see
+      `luce.kernels`): False compiled (Mosaic GPU on a GPU, Mosaic TPU on a
+      TPU), True the TPU-layout kernels in Pallas' HLO interpreter, "gpu"
+      the Mosaic GPU kernels in Pallas' GPU simulator, "tpu" the TPU kernels
+      in its TPU simulator; the last three run on CPU too.
 
   The leading axes of `scores`, `subset` and `where` broadcast together.
 
