@@ -5,7 +5,9 @@ hardware. The kernels are tested in Pallas' GPU simulator
 (`interpret="gpu"`), which checks the program's semantics (TMA copies,
 barriers, shared memory) but not what Mosaic GPU's compiler accepts; they are
 written to the constraints the JAX Mosaic GPU kernels
-(`jax/experimental/pallas/ops/gpu/*_mgpu.py`) show.
+(`jax/experimental/pallas/ops/gpu/*_mgpu.py`) show. The simulator in JAX
+0.10.2 cannot evaluate `plgpu.layout_cast`, so under it the register layout
+casts are left out (`_Regs`): the compiled kernel's layouts are unchecked.
 
 The maths is that of `pallas.py` (the TPU kernels; see its docstring for the
 forward's online log-sum-exp over quadrature nodes and the closed-form
@@ -184,6 +186,10 @@ def _backward_kernel(b_gmem, stats_gmem, g_gmem, b_smem, s_smem, g_smem, bars, *
   plgpu.wait_smem_to_gmem(0)
 
 
+def _compiled(interpret):
+  return kernels.interpret_mode(interpret) is False
+
+
 def _params(interpret, poison):
   params = kernels.interpret_params(interpret)
   if poison and dataclasses.is_dataclass(params):
@@ -204,13 +210,15 @@ def _layout(b, valid):
 
 
 def node_stats(b, valid, *, interpret=False, poison=False):
-  """float32[B, 3]: per row the best node's index, rest there and log Σ."""
+  """float32[B, 3]: per row the best node's index, rest there and log Σ.
+  `poison=True` (simulator only) starts the outputs as NaN so an element the
+  kernel leaves unwritten shows; compiled it does nothing."""
   bsz, k = b.shape
   x_lo, dx, num = grid(k)
   bt, bp, kp = _layout(b, valid)
   chunks = kp // _COLS
   kernel = functools.partial(_forward_kernel, x_lo=float(x_lo), dx=float(dx), num=int(num),
-                             chunks=chunks, compiled=kernels.interpret_mode(interpret) is False)
+                             chunks=chunks, compiled=_compiled(interpret))
   out = plgpu.kernel(
       kernel,
       out_type=jax.ShapeDtypeStruct((3, bp), jnp.float32),
@@ -231,7 +239,7 @@ def node_grad(b, valid, stats, *, interpret=False, poison=False):
   chunks = kp // _COLS
   st = jnp.pad(stats[:, :3].T.astype(jnp.float32), ((0, 0), (0, bp - bsz)))
   kernel = functools.partial(_backward_kernel, x_lo=float(x_lo), dx=float(dx), num=int(num),
-                             chunks=chunks, compiled=kernels.interpret_mode(interpret) is False)
+                             chunks=chunks, compiled=_compiled(interpret))
   g = plgpu.kernel(
       kernel,
       out_type=jax.ShapeDtypeStruct((chunks, bp, _COLS), jnp.float32),
