@@ -32,20 +32,3 @@ def pytest_runtest_makereport(item, call):
       if name == "seed":
         item.add_report_section("call", "seed", f"replay with LUCE_TEST_SEED={value}")
 
-
-def shared_data_dir():
-  """The shared data folder, or None when it is absent."""
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  path = os.environ.get("LUCE_SHARED_DATA", os.path.join(here, "..", "shared", "data"))
-  return path if os.path.isdir(path) else None
-
-
-def pallas_modes():
-  """The `interpret=` values a Pallas kernel test runs under: the HLO
-  interpreter, the TPU and GPU simulators, and compiled (False) when the
-  default backend is an accelerator."""
-  import jax
-  modes = [True, "tpu", "gpu"]
-  if jax.default_backend() in ("gpu", "tpu"):
-    modes.append(False)
-  return modes

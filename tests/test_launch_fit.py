@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import shared_data_dir
+from luce_test_utils import shared_data_dir
 
 
 def run_fit(*flags):
@@ -16,8 +16,8 @@ def run_fit(*flags):
 
 
 @pytest.mark.skipif(shared_data_dir() is None, reason="shared data (LUCE_SHARED_DATA) is absent")
-def test_fit_prints_strengths_of_nascar(tmp_path):
-  os.environ.setdefault("LUCE_SHARED_DATA", shared_data_dir())
+def test_fit_prints_strengths_of_nascar(tmp_path, monkeypatch):
+  monkeypatch.setenv("LUCE_SHARED_DATA", shared_data_dir())
   out = tmp_path / "nascar.csv"
   proc = run_fit("--data=rankings:rankings/nascar2002_orderings.csv"
                  "?catalog=rankings/nascar2002_drivers.csv", "--available=listed",

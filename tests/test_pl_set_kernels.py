@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import pallas_modes
+from luce_test_utils import pallas_modes
 
 import luce
 from luce import kernels

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from conftest import pallas_modes
+from luce_test_utils import pallas_modes
 from luce import kernels
 from luce.errors import InputError
 from luce.kernels.topk_sample import mosaic_gpu, resolve_impl, top_u, topk_sample
