@@ -94,20 +94,22 @@ def _backward(prefix_fn, w, res, g):
   return grad_s, grad_w
 
 
-def make_pl_nll(denominators, prefix):
-  """A differentiable pl_nll(scores, ranking, where, weights) from two scans."""
+def with_vjp(forward, backward):
+  """A differentiable pl_nll(scores, ranking, where, weights) from a forward
+  `(s, ranking, w) -> (nll, residuals)` and a backward `(w, residuals, g) ->
+  (grad_s, grad_w)` on float32 scores with `where` folded in as −inf."""
 
   @jax.custom_vjp
   def nll(s, ranking, w):
-    return _forward(denominators, s, ranking, w)[0]
+    return forward(s, ranking, w)[0]
 
   def fwd(s, ranking, w):
-    value, res = _forward(denominators, s, ranking, w)
+    value, res = forward(s, ranking, w)
     return value, (w, res)
 
   def bwd(saved, g):
     w, res = saved
-    grad_s, grad_w = _backward(prefix, w, res, g)
+    grad_s, grad_w = backward(w, res, g)
     return grad_s, None, grad_w
 
   nll.defvjp(fwd, bwd)
@@ -120,3 +122,9 @@ def make_pl_nll(denominators, prefix):
     return nll(s, ranking.astype(jnp.int32), w)
 
   return pl_nll
+
+
+def make_pl_nll(denominators, prefix):
+  """A differentiable pl_nll(scores, ranking, where, weights) from two scans."""
+  return with_vjp(lambda s, ranking, w: _forward(denominators, s, ranking, w),
+                  lambda w, res, g: _backward(prefix, w, res, g))

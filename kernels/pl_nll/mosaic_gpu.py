@@ -81,7 +81,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from luce import kernels
-from luce.kernels.pl_nll._common import SAFE_RANGE
+from luce.kernels.pl_nll._common import SAFE_RANGE, with_vjp
 from luce.kernels.pl_nll.xla import _cumsum_blocked
 
 _ROWS = 64        # rows per CTA: one WGMMA row tile for a warpgroup
@@ -338,28 +338,11 @@ def _backward(w, res, g, interpret):
 
 @functools.cache
 def _make(interpret):
-  @jax.custom_vjp
-  def nll(s, ranking, w):
-    return _forward(s, ranking, w, interpret)[0]
-
-  def fwd(s, ranking, w):
-    value, res = _forward(s, ranking, w, interpret)
-    return value, (w, res)
-
-  def bwd(saved, g):
-    w, res = saved
-    grad_s, grad_w = _backward(w, res, g, interpret)
-    return grad_s, None, grad_w
-
-  nll.defvjp(fwd, bwd)
-  return nll
+  return with_vjp(lambda s, ranking, w: _forward(s, ranking, w, interpret),
+                  lambda w, res, g: _backward(w, res, g, interpret))
 
 
 def pl_nll_mosaic_gpu(scores, ranking, where=None, weights=None, *, interpret=False):
   """−log P(ranking) per row by the Mosaic GPU kernels; arguments as
   `pl_nll_xla`, `interpret` False (compiled, GPU backend) or "gpu" (simulator)."""
-  s = scores.astype(jnp.float32)
-  if where is not None:
-    s = jnp.where(where, s, -jnp.inf)
-  w = jnp.ones(ranking.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
-  return _make(kernels.interpret_mode(interpret))(s, ranking.astype(jnp.int32), w)
+  return _make(kernels.interpret_mode(interpret))(scores, ranking, where, weights)
