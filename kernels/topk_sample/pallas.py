@@ -143,7 +143,7 @@ def _topk_kernel(slots_ref, z_ref, u_ref, *refs, k, n_chunks, k_chunks, quotas, 
     best_z, best_i, best_g, best_lo = jax.lax.fori_loop(0, n_chunks, chunk, init)
     found = (best_z > -jnp.inf) & (j < take_u)
     pick = jnp.where(found, best_i, -1)
-    oc = j // _CHUNK
+    oc = jax.lax.div(j, _CHUNK)  # j >= 0: truncation is floor (`//` lowers through sign)
     lanes = tile(oc)
     out_ref[:, lanes] = jnp.where(lane == (j - oc * _CHUNK), pick, out_ref[:, lanes])
     return (jnp.where(found, best_z, last_z), jnp.where(found, best_i, last_i),
