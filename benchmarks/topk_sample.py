@@ -19,7 +19,12 @@ rounds, results blocked on):
   pl_sample   `pl_sample(key, scores, k, impl=...)`: centering, noise, op,
               with "pallas" on an accelerator and "xla" on a CPU.
 
-and reports sets per second (B / median time). On a CPU the Pallas kernels
+and reports sets per second (B / median time). The floor of a sample
+(CPU) is max(memory, arithmetic): reading the [B, n] float32 scores and
+writing the [B, k] ids at the measured DRAM copy bandwidth, against the two
+logs per item of the Gumbel transform at the best measured log throughput
+(`pl_log_prob.transcendental_rates`); the 32 random bits per item (threefry
+in XLA) are not counted, so the floor is optimistic. On a CPU the Pallas kernels
 cannot compile: each runs once per case as a correctness smoke instead (ids
 identical to XLA's), the TPU kernel under `interpret=True` on the first 512
 rows and the Mosaic GPU kernel in the GPU simulator (`interpret="gpu"`) on
@@ -67,6 +72,10 @@ def main():
   print(f"# topk_sample, B = {b}, {info['cpu']}, {info['cores']} cores, "
         f"load {info['loadavg']}, jax {info['versions']['jax']}, {info['date']}\n")
   accel = jax.default_backend() in ("gpu", "tpu")
+  if not accel:
+    from benchmarks.pl_log_prob import transcendental_rates
+    bandwidth = _timing.copy_bandwidth(256)["bytes_per_s_best"]
+    log_rate = transcendental_rates()["log"]
   sample_impl = "pallas" if accel else "xla"
   rows = []
   for name, n, k, groups, quotas in cases():
@@ -102,21 +111,35 @@ def main():
     t = _timing.time_interleaved(fns, rounds=args.rounds, round_seconds=args.round_seconds)
     for f, r in t.items():
       row[f] = {**r, "sets_per_s": b / r["median_s"]}
+    if not accel:
+      memory = (4 * b * n + 4 * b * k) / bandwidth
+      logs = 2 * b * n / log_rate
+      row["floor"] = {"memory_s": memory, "logs_s": logs, "floor_s": max(memory, logs),
+                      "bandwidth": bandwidth, "log_rate": log_rate}
     rows.append(row)
   cols = ["noise", "top_k", "op/xla", "op/ref"] + (["op/pallas"] if accel else []) + ["pl_sample"]
+  floor_head = "" if accel else " floor of a sample | pl_sample % of floor |"
   print(f"| case | {' | '.join(c if c != 'pl_sample' else f'pl_sample ({sample_impl})' for c in cols)}"
-        " | ref / xla |")
-  print("| --- |" + " --- |" * (len(cols) + 1))
+        " | ref / xla |" + floor_head)
+  print("| --- |" + " --- |" * (len(cols) + 1 + (0 if accel else 2)))
   for r in rows:
     cell = lambda f: f"{r[f]['median_s'] * 1e3:.2f} ms ({r[f]['sets_per_s'] / 1e6:.2f} M/s)"
+    floor = ""
+    if not accel:
+      fl = r["floor"]
+      floor = (f" {fl['floor_s'] * 1e3:.2f} ms (memory {fl['memory_s'] * 1e3:.2f}, logs "
+               f"{fl['logs_s'] * 1e3:.2f}) | {100 * fl['floor_s'] / r['pl_sample']['median_s']:.0f}% |")
     print(f"| {r['case']} | {' | '.join(cell(c) for c in cols)} "
-          f"| {r['op/ref']['median_s'] / r['op/xla']['median_s']:.1f}× |")
+          f"| {r['op/ref']['median_s'] / r['op/xla']['median_s']:.1f}× |" + floor)
   if accel:
     print(f"\nPallas compiled on {jax.default_backend()}: ids identical to XLA in every case.")
   else:
     print("\nPallas on CPU (not timed): ids identical to XLA in every case, "
           + ", ".join(f"interpret={m!r} on the first {r} rows" for m, r in SMOKE_ROWS.items())
           + ".")
+    fl = rows[0]["floor"]
+    print(f"Floor: DRAM copy bandwidth {fl['bandwidth'] / 1e9:.1f} GB/s (256 MiB), log throughput "
+          f"{fl['log_rate'] / 1e9:.2f} G/s; the random bits are not counted.")
   _timing.write_json({"machine": info, "git": _timing.git_state(), "args": vars(args),
                       "rows": rows}, args.out)
 
