@@ -17,7 +17,8 @@ context) when a call has more than ~64k elements of work; the calling thread
 claims blocks of rows too, so a busy pool only costs the split.
 `LUCE_PL_NLL_THREADS=1` keeps every row on the calling thread.
 
-Build mechanism, and why it is lazy:
+Build mechanism (`luce.kernels._native`, shared with the other native
+kernels), and why it is lazy:
 
   The first call that needs the kernel compiles `pl_nll.cc` with the machine's
   C++ compiler (`$CXX`, else g++, else c++) into a cache directory
@@ -51,138 +52,32 @@ Build mechanism, and why it is lazy:
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
-import warnings
 
 import jax
 import jax.numpy as jnp
 
+from luce.kernels import _native
+from luce.kernels._native import NativeKernelWarning  # noqa: F401 - part of this module's API
+
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu", "pl_nll.cc")
-_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
 _TARGET = "luce_pl_nll"
 _TARGET_GRAD = "luce_pl_nll_grad"
 
-_lock = threading.Lock()
-_state: dict = {}
-
-
-class NativeKernelWarning(UserWarning):
-  """The native CPU kernel could not be built or loaded; XLA is used instead."""
-
-
-def _compiler():
-  for name in (os.environ.get("CXX"), "g++", "c++"):
-    if name and shutil.which(name):
-      return shutil.which(name)
-  return None
-
-
-def _cpu_flags() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith(("flags", "Features")):
-          return line
-  except OSError:
-    pass
-  return platform.processor()
-
-
-def _cache_dirs():
-  env = os.environ.get("LUCE_CACHE_DIR")
-  if env:
-    yield os.path.join(env, "native")
-  else:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    yield os.path.join(base, "luce", "native")
-  yield os.path.join(tempfile.gettempdir(), f"luce-native-{os.getuid()}")
-
-
-def _flags():
-  # LUCE_NATIVE_CXXFLAGS comes last, so e.g. -march=x86-64-v3 overrides -march=native
-  # (a cache shared by machines of different CPUs).
-  return _FLAGS + os.environ.get("LUCE_NATIVE_CXXFLAGS", "").split()
-
-
-def _key(cxx: str) -> str:
-  import jaxlib
-  h = hashlib.sha256()
-  with open(_SOURCE, "rb") as f:
-    h.update(f.read())
-  version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-  for part in (jaxlib.__version__, version, " ".join(_flags()), _cpu_flags(), platform.machine()):
-    h.update(b"\0" + part.encode())
-  return h.hexdigest()[:20]
-
-
-def _build() -> str:
-  """Path of the compiled library, building it if it is not cached."""
-  cxx = _compiler()
-  if cxx is None:
-    raise RuntimeError("no C++ compiler found ($CXX, g++, c++)")
-  name = f"pl_nll-{_key(cxx)}.so"
-  errors = []
-  for d in _cache_dirs():
-    path = os.path.join(d, name)
-    if os.path.exists(path):
-      return path
-    try:
-      os.makedirs(d, exist_ok=True)
-      fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=d)
-      os.close(fd)
-    except OSError as e:
-      errors.append(f"{d}: {e}")
-      continue
-    try:
-      cmd = [cxx, *_flags(), "-isystem", jax.ffi.include_dir(), _SOURCE, "-o", tmp]
-      out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-      if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}")
-      os.chmod(tmp, 0o755)
-      os.replace(tmp, path)
-      return path
-    finally:
-      if os.path.exists(tmp):
-        os.unlink(tmp)
-  raise RuntimeError("no writable cache directory: " + "; ".join(errors))
+# Build, cache and registration: `luce.kernels._native`.
+_library = _native.NativeLibrary("pl_nll", _SOURCE,
+                                 {_TARGET: "LucePlNll", _TARGET_GRAD: "LucePlNllGrad"})
+_state = _library.state  # clear() it to retry the build
 
 
 def available() -> bool:
   """Whether the native kernel is built, loaded and registered (builds once)."""
-  with _lock:
-    if "ok" in _state:
-      return _state["ok"]
-    ok = False
-    if os.environ.get("LUCE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-      _state["ok"] = False
-      return False
-    try:
-      path = _build()
-      lib = ctypes.CDLL(path)
-      jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.LucePlNll), platform="cpu")
-      jax.ffi.register_ffi_target(_TARGET_GRAD, jax.ffi.pycapsule(lib.LucePlNllGrad),
-                                  platform="cpu")
-      _state["lib"] = lib  # keep it loaded
-      _state["path"] = path
-      ok = True
-    except Exception as e:  # noqa: BLE001 - any failure means: use XLA
-      warnings.warn(
-          f"luce: the native CPU pl_nll kernel is unavailable ({type(e).__name__}: {e}); "
-          f"using the XLA implementation.", NativeKernelWarning, stacklevel=2)
-    _state["ok"] = ok
-    return ok
+  return _library.available()
 
 
 def library_path():
   """Path of the loaded library, or None."""
-  return _state.get("path")
+  return _library.library_path()
 
 
 def _call(with_grad, s, ranking, where, w):
