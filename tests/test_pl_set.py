@@ -328,7 +328,8 @@ def test_gradients_finite_on_edge_cases(method):
   assert (grad[:3] == 0.0).all(), grad  # P = 1 for every nearby score
   assert grad[4, 1] == 0.0              # -inf item: out of the race
   # A set item's own score has gradient in (-1, 1): d log P / d s_i = 1 - ...
-  assert 0.0 < grad[3, 1] <= 1.0 and 0.0 < grad[3, 3] <= 1.0, grad
+  # (up to float32 rounding of the node weights, which sum to 1 within ulps).
+  assert 0.0 < grad[3, 1] <= 1.0 + 1e-6 and 0.0 < grad[3, 3] <= 1.0 + 1e-6, grad
 
 
 def test_unavailable_set_item_under_jit_is_impossible():

@@ -3,7 +3,7 @@
 `quadrature(b, valid, impl=..., interpret=...)` dispatches to:
   - "reference": `reference.quadrature_reference`, the plain formula on the
     same grid (no float32 care), autodiff.
-  - "xla": `xla.quadrature_xla`, the careful float32 form, autodiff.
+  - "xla": `xla.quadrature_xla`, the careful float32 form, closed-form VJP.
   - "pallas": Pallas kernels streaming over the nodes with a closed-form
     backward, the flavour `kernels.pallas_flavour(interpret)` names:
       "tpu"         `pallas.quadrature_pallas` (Mosaic TPU; interpret=True
