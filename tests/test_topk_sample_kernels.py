@@ -4,7 +4,7 @@ Every case draws fresh perturbed scores (normal scores plus continuous Gumbel
 noise, so ties have probability zero) and checks that each fast
 implementation returns exactly the reference's ids, and that the ids meet
 every constraint (checked in numpy, independently of any implementation).
-The fast ones: XLA, and the Pallas kernels under every mode of
+The fast ones: XLA, the native CPU kernel, and the Pallas kernels under every mode of
 `conftest.pallas_modes()`: the TPU kernel in the HLO interpreter (True) and
 the TPU simulator ("tpu"), the Mosaic GPU kernel in the GPU simulator
 ("gpu"), and compiled (False) when an accelerator is present. The shapes
@@ -25,11 +25,13 @@ import scipy.stats
 from luce_test_utils import pallas_modes
 from luce import kernels
 from luce.errors import InputError
-from luce.kernels.topk_sample import mosaic_gpu, resolve_impl, top_u, topk_sample
+from luce.kernels.topk_sample import cpu_ffi, mosaic_gpu, resolve_impl, top_u, topk_sample
 from luce.kernels.topk_sample.pallas import topk_sample_pallas
 from luce.sampling import pl_sample
 
-FAST = [("xla", False)] + [("pallas", mode) for mode in pallas_modes()]
+# "cpu" (the native kernel) falls back to XLA where it cannot be built.
+FAST = ([("xla", False), ("cpu", False)]
+        + [("pallas", mode) for mode in pallas_modes()])
 
 
 def perturbed_case(rng, bsz, n, *, neg_inf=0.1, forbid=0.2, short_rows=True):
@@ -278,7 +280,10 @@ def test_pl_sample_same_ids_for_every_impl(seed, impl, interpret):
 
 
 def test_dispatch():
-  expected = "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
+  if jax.default_backend() in ("gpu", "tpu"):
+    expected = "pallas"
+  else:
+    expected = "cpu" if cpu_ffi.available() else "xla"
   assert resolve_impl("auto") == expected
   z = jnp.zeros((1, 3))
   with pytest.raises(InputError, match="interpret=True runs Pallas kernels only"):

@@ -25,7 +25,11 @@ Implementations (`impl`):
     n·log²n and is independent of k; they cross in the tens of slots. With
     quotas the slots depend on each other and the kernel is the fast exact
     path at every k. The interpreted flavours always run the kernel.
-  - "auto": Pallas on GPU and TPU, XLA on CPU.
+  - "cpu": `cpu_ffi.topk_sample_cpu`, a native C++ kernel through the XLA FFI
+    (CPU backend only; built on first use, "xla" when it cannot be built or
+    `LUCE_NATIVE=0`).
+  - "auto": Pallas on GPU and TPU; on CPU the native kernel when it is
+    available, else XLA.
 
 Every implementation returns the same ids for the same perturbed scores.
 """
@@ -40,18 +44,19 @@ import jax.numpy as jnp
 
 from luce import kernels
 from luce.errors import InputError, ShapeError
+from luce.kernels.topk_sample import cpu_ffi
 from luce.kernels.topk_sample.mosaic_gpu import topk_sample_mosaic_gpu
 from luce.kernels.topk_sample.pallas import topk_sample_pallas
 from luce.kernels.topk_sample.reference import topk_sample_reference
 from luce.kernels.topk_sample.xla import topk_sample_xla
 
-IMPLS = ("auto", "reference", "xla", "pallas")
+IMPLS = ("auto", "reference", "xla", "pallas", "cpu")
 GPU_PASSES_MAX_K = 32  # compiled on a GPU without quotas: lax.top_k above this k
 
 
 def resolve_impl(impl: str) -> str:
   """The implementation "auto" stands for on the default backend."""
-  return kernels.resolve_impl(impl, IMPLS)
+  return kernels.resolve_impl(impl, IMPLS, cpu="cpu" if cpu_ffi.available() else "xla")
 
 
 def topk_sample(perturbed, k, *, u=None, forbidden=None, groups=None, quotas=None,
@@ -110,6 +115,8 @@ def _topk_sample_jit(perturbed, u, forbidden, groups, quotas, k, impl, interpret
   args = (perturbed, k, u, forbidden, groups, quotas)
   if impl == "reference":
     return topk_sample_reference(*args)
+  if impl == "cpu":
+    return cpu_ffi.topk_sample_cpu(*args)
   if impl == "pallas":
     if kernels.pallas_flavour(interpret) == "tpu":
       return topk_sample_pallas(*args, interpret=interpret)
