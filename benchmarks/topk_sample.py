@@ -13,11 +13,16 @@ rounds, results blocked on):
   op/xla      the op on perturbed scores: `lax.top_k`, or the slot scan with
               quotas;
   op/ref      the op's pure-jnp reference (slot-by-slot masked argmax);
+  op/cpu      on a CPU: the native kernel (`impl="cpu"`, XLA FFI; see
+              `kernels/topk_sample/cpu/topk.cc`); its ids are checked against
+              XLA's before timing;
   op/pallas   on a GPU or TPU only: the compiled Pallas kernel (Mosaic GPU or
               Mosaic TPU, `impl="pallas"`); its ids are checked against XLA's
               before timing;
   pl_sample   `pl_sample(key, scores, k, impl=...)`: centering, noise, op,
-              with "pallas" on an accelerator and "xla" on a CPU.
+              with "pallas" on an accelerator and "auto" on a CPU (the native
+              kernel when it builds, else XLA); on a CPU also
+              `pl_sample/xla`, the same with `impl="xla"`.
 
 and reports sets per second (B / median time). The floor of a sample
 (CPU) is max(memory, arithmetic): reading the [B, n] float32 scores and
@@ -42,7 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import _timing
-from luce.kernels.topk_sample import topk_sample
+from luce.kernels.topk_sample import resolve_impl, topk_sample
 from luce.sampling import gumbel_noise, pl_sample
 
 SMOKE_ROWS = {True: 512, "gpu": 64}  # interpret mode: rows of the CPU smoke
@@ -76,7 +81,7 @@ def main():
     from benchmarks.pl_log_prob import transcendental_rates
     bandwidth = _timing.copy_bandwidth(256)["bytes_per_s_best"]
     log_rate = transcendental_rates()["log"]
-  sample_impl = "pallas" if accel else "xla"
+  sample_impl = "pallas" if accel else resolve_impl("auto")
   rows = []
   for name, n, k, groups, quotas in cases():
     scores = jnp.asarray(rng.normal(0, 1, (b, n)), jnp.float32)
@@ -84,7 +89,7 @@ def main():
                                     "quotas": jnp.asarray(quotas, jnp.int32)}
     z = scores + gumbel_noise(key, (b, n))
     noise = jax.jit(functools.partial(gumbel_noise, shape=(b, n)))
-    impls = ("xla", "reference", "pallas") if accel else ("xla", "reference")
+    impls = ("xla", "reference", "pallas") if accel else ("xla", "reference", "cpu")
     op = {impl: jax.jit(functools.partial(topk_sample, k=k, impl=impl, **kw))
           for impl in impls}
     top_k = jax.jit(lambda z: jax.lax.top_k(z, k)[1])
@@ -96,6 +101,13 @@ def main():
         "op/ref": lambda: op["reference"](z).block_until_ready(),
         "pl_sample": lambda: sample(key, scores).block_until_ready(),
     }
+    if not accel:
+      sample_xla = jax.jit(functools.partial(pl_sample, k=k, impl="xla", **kw))
+      fns["op/cpu"] = lambda: op["cpu"](z).block_until_ready()
+      fns["pl_sample/xla"] = lambda: sample_xla(key, scores).block_until_ready()
+      np.testing.assert_array_equal(np.asarray(op["cpu"](z)), np.asarray(op["xla"](z)))
+      np.testing.assert_array_equal(np.asarray(sample(key, scores)),
+                                    np.asarray(sample_xla(key, scores)))
     ids = np.asarray(op["xla"](z))
     np.testing.assert_array_equal(ids, np.asarray(op["reference"](z)))
     row = {"case": name, "n": n, "k": k, "batch": b, "pl_sample_impl": sample_impl}
@@ -117,7 +129,8 @@ def main():
       row["floor"] = {"memory_s": memory, "logs_s": logs, "floor_s": max(memory, logs),
                       "bandwidth": bandwidth, "log_rate": log_rate}
     rows.append(row)
-  cols = ["noise", "top_k", "op/xla", "op/ref"] + (["op/pallas"] if accel else []) + ["pl_sample"]
+  cols = (["noise", "top_k", "op/xla", "op/ref"] + (["op/pallas"] if accel else ["op/cpu"])
+          + ["pl_sample"] + ([] if accel else ["pl_sample/xla"]))
   floor_head = "" if accel else " floor of a sample | pl_sample % of floor |"
   print(f"| case | {' | '.join(c if c != 'pl_sample' else f'pl_sample ({sample_impl})' for c in cols)}"
         " | ref / xla |" + floor_head)

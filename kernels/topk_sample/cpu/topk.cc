@@ -15,10 +15,12 @@
 // ~id in the low half. Keys are distinct, so "best" is "largest key".
 //
 //   Without quotas the slots are the top min(u, available) keys in
-//   decreasing order. For up to kSmall slots one pass over the row keeps them
-//   in a sorted buffer (most items fail one compare against the smallest
-//   kept key); above that, nth_element + sort on the row's keys:
-//   O(n + c log c) either way.
+//   decreasing order. For up to kSmall slots one pass over the row in id
+//   order keeps them in a sorted buffer: a later item has a larger id, so it
+//   gets in iff its z is strictly above the smallest kept z, and with
+//   AVX-512 16 items at a time are tested against that threshold (most
+//   vectors have none above it). Above kSmall slots, nth_element + sort on
+//   the row's keys. O(n + c log c) either way.
 //
 //   With quotas, eligibility only ever shrinks along the slots (counts only
 //   grow; once tight, every pick comes from a group in deficit, so D and
@@ -51,6 +53,10 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace ffi = xla::ffi;
 
@@ -114,19 +120,62 @@ struct Scratch {
   }
 };
 
+// No quotas, up to kSmall slots: one pass in id order keeps the best `take`
+// as (z, id) in a buffer sorted by (z desc, id asc). Every item seen later
+// has a larger id, so once the buffer is full an item gets in iff its z is
+// strictly above the last kept z (the threshold; -inf while not full, which
+// no unavailable item passes: -inf > -inf and NaN > x are false). With
+// AVX-512, 16 items at a time are compared with the threshold and only the
+// ones above it are looked at.
+struct Kept {
+  float z;
+  int32_t id;
+};
+
+inline void Offer(Kept* buf, int64_t& len, int64_t take, float& thr, float z, int32_t id) {
+  int64_t i = len < take ? len++ : take - 1;
+  while (i > 0 && buf[i - 1].z < z) {  // ties stay before: their ids are lower
+    buf[i] = buf[i - 1];
+    --i;
+  }
+  buf[i] = Kept{z, id};
+  if (len == take) thr = buf[take - 1].z;
+}
+
+int64_t TopSmall(const float* z, const bool* forbidden, int64_t n, int64_t take, Kept* buf) {
+  int64_t len = 0;
+  float thr = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(z + i), _mm512_set1_ps(thr), _CMP_GT_OQ);
+    if (forbidden && m) {
+      __m128i f = _mm_loadu_si128(reinterpret_cast<const __m128i*>(forbidden + i));
+      m &= (__mmask16)_mm_movemask_epi8(_mm_cmpeq_epi8(f, _mm_setzero_si128()));  // allowed
+    }
+    while (m) {
+      const int b = __builtin_ctz(m);
+      m &= m - 1;
+      const float v = z[i + b];
+      if (v > thr) Offer(buf, len, take, thr, v, int32_t(i + b));
+    }
+  }
+#endif
+  for (; i < n; ++i) {
+    const float v = z[i];
+    if (v > thr && !(forbidden && forbidden[i])) Offer(buf, len, take, thr, v, int32_t(i));
+  }
+  return len;
+}
+
 // No quotas: the top `take` available items.
 void RowPlain(const float* z, const bool* forbidden, int64_t n, int64_t k, int64_t take,
               int32_t* out, Scratch& sc) {
   int64_t filled = 0;
   if (take > 0 && take <= kSmall) {
-    uint64_t* buf = sc.buf.data();
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = z[i];
-      if (!Available(v, forbidden, i)) continue;
-      const uint64_t x = Key(v, i);
-      if (filled < take || x > buf[take - 1]) Insert(buf, filled, take, x);
-    }
-    for (int64_t j = 0; j < filled; ++j) out[j] = IdOf(buf[j]);
+    Kept* buf = reinterpret_cast<Kept*>(sc.buf.data());
+    filled = TopSmall(z, forbidden, n, take, buf);
+    for (int64_t j = 0; j < filled; ++j) out[j] = buf[j].id;
   } else if (take > 0) {
     uint64_t* keys = sc.keys.data();
     int64_t m = 0;
