@@ -82,11 +82,19 @@ def disabled() -> bool:
   return os.environ.get("LUCE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 
 
+# Headers shared by the kernels (kernels/cpu/*.h), on every build's include
+# path and in every cache key.
+INCLUDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu")
+
+
 def cache_key(source: str, cxx: str) -> str:
   import jaxlib
   h = hashlib.sha256()
   with open(source, "rb") as f:
     h.update(f.read())
+  for header in sorted(os.listdir(INCLUDE_DIR)) if os.path.isdir(INCLUDE_DIR) else ():
+    with open(os.path.join(INCLUDE_DIR, header), "rb") as f:
+      h.update(b"\0" + header.encode() + b"\0" + f.read())
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
   for part in (jaxlib.__version__, version, " ".join(flags()), cpu_flags(), platform.machine()):
     h.update(b"\0" + part.encode())
@@ -112,7 +120,8 @@ def build(source: str, name: str) -> str:
       errors.append(f"{d}: {e}")
       continue
     try:
-      cmd = [cxx, *flags(), "-isystem", jax.ffi.include_dir(), source, "-o", tmp]
+      cmd = [cxx, *flags(), "-isystem", jax.ffi.include_dir(), "-I", INCLUDE_DIR, source,
+             "-o", tmp]
       out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
       if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}")

@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "luce_rows.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -495,43 +496,11 @@ void DoRow(const Row& row, int64_t n, int64_t k, Scratch& sc) {
   }
 }
 
-// Runs fn(lo, hi) over [0, rows) in blocks, on the calling thread and the
-// intra-op pool. Blocks are claimed from an atomic counter, so a pool task
-// that starts late finds nothing to do and never touches fn.
-template <typename F>
-void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t cost_per_row, const F& fn) {
-  constexpr int64_t kMinCost = 1 << 16;  // elements of work worth a task
-  // LUCE_PL_NLL_THREADS caps the threads (1: the calling thread only).
-  static const int64_t cap = [] {
-    const char* env = std::getenv("LUCE_PL_NLL_THREADS");
-    return env ? std::max<int64_t>(1, std::atoll(env)) : std::numeric_limits<int64_t>::max();
-  }();
-  int64_t threads = std::min(cap, std::max<int64_t>(1, pool.num_threads()));
-  int64_t total = rows * std::max<int64_t>(cost_per_row, 1);
-  int64_t tasks = std::min<int64_t>({threads, rows, std::max<int64_t>(1, total / kMinCost)});
-  if (tasks <= 1) {
-    fn(0, rows);
-    return;
-  }
-  // A few blocks per task balances rows that take the exact path.
-  int64_t nblocks = std::min<int64_t>(rows, tasks * 4);
-  struct Shared {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-  };
-  auto shared = std::make_shared<Shared>();
-  const F* f = &fn;
-  auto work = [shared, f, rows, nblocks]() {
-    for (;;) {
-      int64_t b = shared->next.fetch_add(1, std::memory_order_relaxed);
-      if (b >= nblocks) return;
-      (*f)(rows * b / nblocks, rows * (b + 1) / nblocks);
-      shared->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t t = 1; t < tasks; ++t) pool.Schedule(decltype(work)(work));
-  work();
-  while (shared->done.load(std::memory_order_acquire) < nblocks) std::this_thread::yield();
+// Rows go over the intra-op pool by luce::ParallelRows (../../cpu/luce_rows.h);
+// LUCE_PL_NLL_THREADS caps the threads (1: the calling thread only).
+int64_t ThreadCap() {
+  static const int64_t cap = luce::ThreadCap("LUCE_PL_NLL_THREADS");
+  return cap;
 }
 
 template <bool kGrad>
@@ -565,7 +534,7 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scores, ffi::Buffer<f
     if (kGrad) std::fill(gw, gw + rows * k, 0.0f);
     return ffi::Error::Success();
   }
-  ParallelRows(pool, rows, n + 2 * k, [&](int64_t lo, int64_t hi) {
+  luce::ParallelRows(pool, ThreadCap(), rows, n + 2 * k, [&](int64_t lo, int64_t hi) {
     thread_local Scratch sc;
     for (int64_t b = lo; b < hi; ++b) {
       Row row{s + b * n, r + b * k, wh ? wh + b * n : nullptr, w ? w + b * k : nullptr,

@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "luce_rows.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -243,42 +244,11 @@ void RowQuotas(const float* z, const bool* forbidden, const int32_t* groups, con
   }
 }
 
-// Runs fn(lo, hi) over [0, rows) in blocks, on the calling thread and the
-// intra-op pool; blocks are claimed from an atomic counter, so a pool task
-// that starts late finds nothing left and never touches fn.
-template <typename F>
-void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t cost_per_row, const F& fn) {
-  constexpr int64_t kMinCost = 1 << 16;
-  static const int64_t cap = [] {
-    const char* env = std::getenv("LUCE_TOPK_THREADS");
-    return env ? std::max<int64_t>(1, std::atoll(env)) : std::numeric_limits<int64_t>::max();
-  }();
-  const int64_t threads = std::min(cap, std::max<int64_t>(1, pool.num_threads()));
-  const int64_t total = rows * std::max<int64_t>(cost_per_row, 1);
-  const int64_t tasks =
-      std::min<int64_t>({threads, rows, std::max<int64_t>(1, total / kMinCost)});
-  if (tasks <= 1) {
-    fn(0, rows);
-    return;
-  }
-  const int64_t nblocks = std::min<int64_t>(rows, tasks * 4);
-  struct Shared {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-  };
-  auto shared = std::make_shared<Shared>();
-  const F* f = &fn;
-  auto work = [shared, f, rows, nblocks]() {
-    for (;;) {
-      const int64_t b = shared->next.fetch_add(1, std::memory_order_relaxed);
-      if (b >= nblocks) return;
-      (*f)(rows * b / nblocks, rows * (b + 1) / nblocks);
-      shared->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t t = 1; t < tasks; ++t) pool.Schedule(decltype(work)(work));
-  work();
-  while (shared->done.load(std::memory_order_acquire) < nblocks) std::this_thread::yield();
+// Rows go over the intra-op pool by luce::ParallelRows (../../cpu/luce_rows.h);
+// LUCE_TOPK_THREADS caps the threads (1: the calling thread only).
+int64_t ThreadCap() {
+  static const int64_t cap = luce::ThreadCap("LUCE_TOPK_THREADS");
+  return cap;
 }
 
 ffi::Error TopkSample(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> z, ffi::AnyBuffer forbidden,
@@ -327,7 +297,7 @@ ffi::Error TopkSample(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> z, ffi::AnyBuf
   for (int64_t v = 0; v < (has_q ? inst : 0); ++v)
     for (int64_t i = 0; i < n; ++i)
       if (gp[v * n + i] < 0 || gp[v * n + i] >= n_groups) ids_ok[v] = 0;
-  ParallelRows(pool, rows, n + 4 * k, [&](int64_t lo, int64_t hi) {
+  luce::ParallelRows(pool, ThreadCap(), rows, n + 4 * k, [&](int64_t lo, int64_t hi) {
     thread_local Scratch sc;
     sc.Fit(n, n_groups);
     for (int64_t r = lo; r < hi; ++r) {
