@@ -42,7 +42,7 @@ def interpret_mode(interpret) -> bool | str:
   if isinstance(interpret, str):
     if interpret in ("gpu", "tpu"):
       return interpret
-  elif interpret is None or interpret is False or interpret is True or interpret in (0, 1):
+  elif interpret is None or interpret in (0, 1):  # bools are 0 and 1
     return bool(interpret)
   raise InputError(f"interpret={interpret!r} is not one of {INTERPRET_MODES}.")
 

@@ -65,17 +65,26 @@ def _forward(denominators, s, ranking, w):
   s = s - shift
   picked = picked - shift
   denom = denominators(s, picked, valid, unpicked, fast_ok)
+  nll, denom = stage_sum(denom, picked, valid, impossible, w)
+  return nll, (s, picked, ranking, denom, valid, impossible)
+
+
+def stage_sum(denom, picked, valid, impossible, w):
+  """(NLL = Σ_j w_j (D_j − s_{π_j}), D with pads zeroed); +inf for impossible rows."""
   denom = jnp.where(valid, denom, 0.0)
   stage = jnp.where(valid, denom - picked, 0.0)
-  nll = jnp.where(impossible, jnp.inf, jnp.sum(w * stage, axis=-1))
-  return nll, (s, picked, ranking, denom, valid, impossible)
+  return jnp.where(impossible, jnp.inf, jnp.sum(w * stage, axis=-1)), denom
+
+
+def log_weight_terms(w, denom, valid):
+  """log(w_j e^{−D_j}), the terms of the backward's prefix scan; pads and zero
+  weights give −inf."""
+  return jnp.where(valid & (w > 0), jnp.log(jnp.where(w > 0, w, 1.0)) - denom, -jnp.inf)
 
 
 def _backward(prefix_fn, w, res, g):
   s, picked, ranking, denom, valid, impossible = res
-  # log of w_j exp(−D_j); pads and zero weights give −inf.
-  log_terms = jnp.where(valid & (w > 0), jnp.log(jnp.where(w > 0, w, 1.0)) - denom, -jnp.inf)
-  prefix = prefix_fn(log_terms)
+  prefix = prefix_fn(log_weight_terms(w, denom, valid))
   # Never-picked items are in every stage's race: their gradient is
   # exp(s_u + C_k), C_k the last prefix. Write that for every item, then
   # overwrite the B·k picked ones by a scatter (gathering C_pos(i) for all B·n

@@ -81,7 +81,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from luce import kernels
-from luce.kernels.pl_nll._common import SAFE_RANGE, with_vjp
+from luce.kernels.pl_nll._common import (SAFE_RANGE, log_weight_terms, stage_sum,
+                                         with_vjp)
 from luce.kernels.pl_nll.xla import _cumsum_blocked
 
 _ROWS = 64        # rows per CTA: one WGMMA row tile for a warpgroup
@@ -313,18 +314,14 @@ def _forward(s, ranking, w, interpret):
 
   log_eu = lax.cond(jnp.any(needs_mask), masked, lambda: log_eu)
   denom = _log_cumsum(picked, log_eu, reverse=True)
-  denom = jnp.where(valid, denom, 0.0)
-  stage = jnp.where(valid, denom - picked, 0.0)
-  nll = jnp.where(impossible, jnp.inf, jnp.sum(w * stage, axis=-1))
+  nll, denom = stage_sum(denom, picked, valid, impossible, w)
   return nll, (s, picked, ranking, denom, valid, impossible)
 
 
 def _backward(w, res, g, interpret):
   s, picked, ranking, denom, valid, impossible = res
   bsz, k = ranking.shape
-  # log of w_j e^{−D_j}; pads and zero weights give −inf.
-  log_terms = jnp.where(valid & (w > 0), jnp.log(jnp.where(w > 0, w, 1.0)) - denom, -jnp.inf)
-  prefix = _log_cumsum(log_terms, jnp.full((bsz,), -jnp.inf, jnp.float32), reverse=False)
+  prefix = _log_cumsum(log_weight_terms(w, denom, valid), jnp.full((bsz,), -jnp.inf, jnp.float32), reverse=False)
   last = prefix[:, -1] if k else jnp.full((bsz,), -jnp.inf, jnp.float32)
   live = ~impossible & (g != 0)
   # Every item as if never picked: g · exp(s_i + C_k) ...

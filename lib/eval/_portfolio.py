@@ -15,6 +15,7 @@ held.
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from luce.errors import InputError, ShapeError
 
@@ -222,22 +223,12 @@ def extremes(scores, returns, available, *, k: int, past_returns=None, window: i
     if full.sum() < 3:
       continue
     vol = trail[:, full].std(axis=0, ddof=1)
-    a, b = _ranks(s[t, full]), _ranks(vol)
+    a, b = stats.rankdata(s[t, full]), stats.rankdata(vol)  # average ranks
     if a.std() > 0 and b.std() > 0:
       corrs.append(float(np.corrcoef(a, b)[0, 1]))
   out["vol_corr"] = float(np.mean(corrs)) if corrs else None
   out["vol_days"] = len(corrs)
   return out
-
-
-def _ranks(x) -> np.ndarray:
-  """Average ranks (ties share the mean of their positions)."""
-  order = np.argsort(x, kind="stable")
-  ranks = np.empty(len(x))
-  ranks[order] = np.arange(len(x), dtype=np.float64)
-  values, inverse = np.unique(x, return_inverse=True)
-  sums = np.bincount(inverse, ranks)
-  return (sums / np.bincount(inverse))[inverse]
 
 
 def describe_extremes(e: dict) -> str:

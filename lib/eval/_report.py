@@ -79,7 +79,7 @@ def score_backtest(wf) -> dict:
     n_assets = r.shape[1]
     if 2 * k <= n_assets:
       out["extremes"] = _portfolio.extremes(wf.scores["model"], r, wf.available, k=k,
-                                            past_returns=returns[max(0, wf.start - 60):wf.start])
+                                            past_returns=returns[:wf.start])
   return out
 
 

@@ -183,8 +183,9 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   meta = {"config": config_json(config), "data_hash": prepared.data_hash, "start": start}
   progress_path = out_dir / "progress.npz"
   scores = np.full((m - start, n), np.nan, np.float32)
-  own_nll = np.full(m - start, np.nan)            # diffusion only
-  inclusion = np.full((m - start, n), np.nan, np.float32)  # diffusion only
+  # A diffusion model's own exact NLL and sampled inclusion probabilities.
+  own = ({"nll": np.full(m - start, np.nan),
+          "inclusion": np.full((m - start, n), np.nan, np.float32)} if diffusion else {})
   done_folds = 0
   latest = checkpoints.latest.latest_step()
   if latest is not None and progress_path.exists():
@@ -198,8 +199,8 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       if int(z["folds_done"]) in checkpoints.latest.all_steps():
         done_folds = int(z["folds_done"])
         scores[:] = z["scores"]
-        if diffusion:
-          own_nll[:], inclusion[:] = z["nll"], z["inclusion"]
+        for name, values in own.items():
+          values[:] = z[name]
   if done_folds:
     state, _ = checkpoints.restore(checkpoints.latest, done_folds, state, config, prepared.data_hash)
     say(f"resumed after fold {done_folds} of {len(folds)} ({checkpoints.latest.directory})")
@@ -241,16 +242,15 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
     params = host_copy(state.params)
     if diffusion:
       scores[s - start:e - start] = dsd.first_pick_scores(model, params, chunk)[:e - s]
-      own_nll[s - start:e - start] = dsd.exact_nll(chunk, model=model, params=params)[:e - s]
+      own["nll"][s - start:e - start] = dsd.exact_nll(chunk, model=model, params=params)[:e - s]
       key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003 + f)
       drawn = dsd.sample_for_events(model, params, chunk, key, b.calibration_samples)[:e - s]
-      inclusion[s - start:e - start] = _inclusion(drawn, n)
+      own["inclusion"][s - start:e - start] = _inclusion(drawn, n)
     else:
       fold_scores = predict_scores(model, params, chunk, b.retrain_every)
       scores[s - start:e - start] = fold_scores[:e - s]
     seconds["predict"] += time.perf_counter() - t_pred
-    extra = {"nll": own_nll, "inclusion": inclusion} if diffusion else {}
-    np.savez(progress_path, scores=scores, folds_done=f + 1, **extra)
+    np.savez(progress_path, scores=scores, folds_done=f + 1, **own)
     bar.set_postfix(train_loss=f"{loss:.3f}", train_events=s - lo)
     bar.update(1)
   bar.close()
@@ -262,8 +262,8 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   times = prepared.table.times()[start:]
   return WalkForward(config, prepared, start, folds, all_scores, arrays["items"][start:],
                      arrays["available"][start:], times, seconds,
-                     nll={"model": own_nll} if diffusion else {},
-                     inclusion={"model": inclusion} if diffusion else {})
+                     nll={"model": own["nll"]} if own else {},
+                     inclusion={"model": own["inclusion"]} if own else {})
 
 
 def _inclusion(drawn, n: int) -> np.ndarray:

@@ -290,6 +290,20 @@ void Zero(const Row& row, int64_t n, int64_t k, float nll) {
   }
 }
 
+// Adds e^v to the running log-sum-exp m + log(a) (a == 0: empty so far),
+// rescaling a when v raises the max m.
+inline void LogAccumulate(double v, double& m, double& a) {
+  if (a == 0.0) {
+    m = v;
+    a = 1.0;
+  } else if (v > m) {
+    a = a * std::exp(m - v) + 1.0;
+    m = v;
+  } else {
+    a += std::exp(v - m);
+  }
+}
+
 // Exact path: running-max log-sum-exp scans in double. x holds the available
 // scores of the items never picked (-inf elsewhere), xp the picked scores.
 void RowExact(const Row& row, int64_t n, int64_t k, Scratch& sc) {
@@ -311,15 +325,7 @@ void RowExact(const Row& row, int64_t n, int64_t k, Scratch& sc) {
       d[j] = 0.0;
       continue;
     }
-    if (a == 0.0) {
-      m = v;
-      a = 1.0;
-    } else if (v > m) {
-      a = a * std::exp(m - v) + 1.0;
-      m = v;
-    } else {
-      a += std::exp(v - m);
-    }
+    LogAccumulate(v, m, a);
     d[j] = m + std::log(a);
     nll += wv[j] * (d[j] - v);
   }
@@ -335,16 +341,7 @@ void RowExact(const Row& row, int64_t n, int64_t k, Scratch& sc) {
     }
     row.gw[j] = (float)(d[j] - v);
     if (wv[j] > 0.0f) {
-      double tau = std::log((double)wv[j]) - d[j];
-      if (ca == 0.0) {
-        cm = tau;
-        ca = 1.0;
-      } else if (tau > cm) {
-        ca = ca * std::exp(cm - tau) + 1.0;
-        cm = tau;
-      } else {
-        ca += std::exp(tau - cm);
-      }
+      LogAccumulate(std::log((double)wv[j]) - d[j], cm, ca);
     }
     // Store C_j over D_j (no longer needed once gw is written).
     d[j] = ca > 0.0 ? cm + std::log(ca) : ninf;
