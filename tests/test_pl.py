@@ -85,7 +85,7 @@ def test_extreme_scores_exact(impl):
   for p, got in zip(perms, lp):
     want, grad = np_log_prob(s, p)
     assert got == pytest.approx(want, rel=1e-6, abs=1e-6), p
-    g = np.asarray(jax.grad(lambda x: luce.pl_log_prob(x, jnp.asarray(p), impl=impl))(
+    g = np.asarray(jax.grad(lambda x, p=p: luce.pl_log_prob(x, jnp.asarray(p), impl=impl))(
         jnp.asarray(s, jnp.float32)))
     # Stage denominators near 100-300 carry float32's absolute rounding
     # (ulp(100) = 7.6e-6) into the gradient's exponents.

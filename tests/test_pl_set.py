@@ -338,7 +338,7 @@ def test_unavailable_set_item_under_jit_is_impossible():
   where = jnp.array([[True] * 4, [True, False, True, True]])
   subset = jnp.array([0, 1])
   for method in METHODS:
-    f = lambda s: jnp.sum(pl_set_log_prob(s, subset, where=where, method=method))
+    f = lambda s, method=method: jnp.sum(pl_set_log_prob(s, subset, where=where, method=method))
     value, grad = jax.jit(jax.value_and_grad(f))(scores)
     assert float(value) == -np.inf
     assert np.isfinite(np.asarray(grad)).all()

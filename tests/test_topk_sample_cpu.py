@@ -216,7 +216,8 @@ def test_vmap_and_jit(rng):
   qb[..., 0] = np.minimum(qb[..., 0], 1)
   qb[..., 1] = np.maximum(qb[..., 1], 2)
   for impl_kw in (dict(), dict(groups=groups, quotas=q)):
-    f = lambda impl: jax.vmap(lambda a, b: topk_sample(a, 5, u=b, impl=impl, **impl_kw))(z, u)
+    f = lambda impl, impl_kw=impl_kw: jax.vmap(
+        lambda a, b: topk_sample(a, 5, u=b, impl=impl, **impl_kw))(z, u)
     np.testing.assert_array_equal(f("cpu"), f("reference"))
   # Per-row quotas batched too, and groups batched.
   g3 = np.stack([groups, groups[::-1], np.zeros(30, np.int32)])

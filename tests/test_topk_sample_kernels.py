@@ -206,7 +206,7 @@ def test_pallas_writes_every_output(rng, interpret):
     else:
       run = functools.partial(mosaic_gpu.topk_sample_mosaic_gpu, interpret=interpret,
                               resident_cols=cols)
-    got = np.asarray(jax.jit(lambda z, f, u, kw: run(z, k, u, f, poison=-7, **kw))(
+    got = np.asarray(jax.jit(lambda z, f, u, kw, run=run: run(z, k, u, f, poison=-7, **kw))(
         z, forbidden, u, kw))
     assert not (got == -7).any(), got
     want = topk_sample(z, k, u=u, forbidden=forbidden, impl="reference", **kw)

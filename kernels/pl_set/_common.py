@@ -1,4 +1,9 @@
-"""What the two Pallas flavours of the set quadrature share.
+"""What every implementation of the set quadrature shares: the grid, and the
+Pallas flavours' kernel arithmetic.
+
+The grid. `grid(k)` gives the trapezoid nodes on x = log t for sets of k
+slots; the reference, XLA and both Pallas versions all integrate on it (the
+reference imports it from here, never from an implementation it checks).
 
 Neutral slots. A padded or masked slot enters the kernels as b = `NEUTRAL`
 instead of travelling as a separate mask: for y = x + b >= 6 the factor
@@ -30,9 +35,30 @@ import math
 import jax
 import jax.numpy as jnp
 
-from luce.kernels.pl_set.xla import grid
-
 NEUTRAL = 64.0
+
+# Quadrature grid on x = log t: nodes x_i = _X_LO + i * dx, dx = 1/sqrt(k + 10),
+# up to log(k + 1) + _X_HI_PAD. With h(x) the log integrand (see xla.quadrature_xla):
+# - left of x = 0, h(x) <= h(0) + x + 1, and the integral is at least
+#   0.7 e^h(0), so stopping at x = -25 drops < 1e-10 of P;
+# - right of log(k + 1), h'(x) <= k + 1 - e^x, so by log(k + 1) + 3 the integrand
+#   has fallen by e^(-16 (k + 1)) from its peak;
+# - the integrand is entire, so the trapezoid error falls like
+#   exp(-2 pi^2 sigma^2 / dx^2), sigma the width of the peak in x. sigma can be
+#   as small as 1/sqrt(k + 1) (every a_i tiny: t^k e^-t in log t), so a fixed
+#   dx of 0.2-0.3 is not enough past k ~ 30; dx = 1/sqrt(k + 10) keeps the
+#   relative error below 1e-8 (checked in float64 against mpmath and against a
+#   grid 4x finer, for k = 1..500 and scores spread over +-40).
+_X_LO = -25.0
+_X_HI_PAD = 3.0
+
+
+@functools.lru_cache(maxsize=None)
+def grid(k):
+  """(x_lo, dx, number of nodes) of the trapezoid grid for sets of k slots."""
+  dx = 1.0 / math.sqrt(k + 10)
+  x_hi = math.log(k + 1) + _X_HI_PAD
+  return _X_LO, dx, int(math.ceil((x_hi - _X_LO) / dx)) + 1
 
 
 def neutral_b(b, valid):

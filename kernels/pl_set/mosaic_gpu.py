@@ -54,7 +54,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from luce import kernels
 from luce.kernels.pl_set import _common
-from luce.kernels.pl_set.xla import grid
+from luce.kernels.pl_set._common import grid
 
 _ROWS = 64           # events per block: one warpgroup's WGMMA row tile
 _COLS = 64           # set slots per chunk

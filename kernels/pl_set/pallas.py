@@ -52,7 +52,7 @@ from jax.experimental.pallas import tpu as pltpu
 
 from luce import kernels
 from luce.kernels.pl_set import _common
-from luce.kernels.pl_set.xla import grid
+from luce.kernels.pl_set._common import grid
 
 _ROWS = 8
 _LANES = 128

@@ -1,9 +1,9 @@
 """The set likelihood's quadrature written plainly, for the tests.
 
-log P(S) = log Σ_n e^{h(x_n)} + log dx on the grid of `xla.grid`, with
-h(x) = x − e^x + Σ_i log(1 − exp(−e^{x + b_i})), and no float32 care beyond a
-clipped exponent. Accurate enough to check the fast versions when |b| and k
-are moderate.
+log P(S) = log Σ_n e^{h(x_n)} + log dx on the grid of `_common.grid` (the one
+every implementation uses), with h(x) = x − e^x + Σ_i log(1 − exp(−e^{x + b_i})),
+and no float32 care beyond a clipped exponent. Accurate enough to check the
+fast versions when |b| and k are moderate.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from luce.kernels.pl_set.xla import grid
+from luce.kernels.pl_set._common import grid
 
 
 def quadrature_reference(b, valid):

@@ -1,42 +1,18 @@
 """The set likelihood's quadrature in XLA.
 
 P(S) = ∫_0^∞ e^{−t} Π_{i∈S} (1 − e^{−t a_i}) dt, a_i = e^{b_i}, b_i = s_i − log R,
-taken on x = log t by the trapezoid rule on a fixed grid (see `grid`).
+taken on x = log t by the trapezoid rule on a fixed grid (see `_common.grid`).
 Differentiable through a closed-form custom VJP (see `quadrature_xla`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
-# Quadrature grid on x = log t: nodes x_i = _X_LO + i * dx, dx = 1/sqrt(k + 10),
-# up to log(k + 1) + _X_HI_PAD. With h(x) the log integrand (see quadrature_xla):
-# - left of x = 0, h(x) <= h(0) + x + 1, and the integral is at least
-#   0.7 e^h(0), so stopping at x = -25 drops < 1e-10 of P;
-# - right of log(k + 1), h'(x) <= k + 1 - e^x, so by log(k + 1) + 3 the integrand
-#   has fallen by e^(-16 (k + 1)) from its peak;
-# - the integrand is entire, so the trapezoid error falls like
-#   exp(-2 pi^2 sigma^2 / dx^2), sigma the width of the peak in x. sigma can be
-#   as small as 1/sqrt(k + 1) (every a_i tiny: t^k e^-t in log t), so a fixed
-#   dx of 0.2-0.3 is not enough past k ~ 30; dx = 1/sqrt(k + 10) keeps the
-#   relative error below 1e-8 (checked in float64 against mpmath and against a
-#   grid 4x finer, for k = 1..500 and scores spread over +-40).
-_X_LO = -25.0
-_X_HI_PAD = 3.0
-
-
-
-
-@functools.lru_cache(maxsize=None)
-def grid(k):
-  """(x_lo, dx, number of nodes) of the trapezoid grid for sets of k slots."""
-  dx = 1.0 / math.sqrt(k + 10)
-  x_hi = math.log(k + 1) + _X_HI_PAD
-  return _X_LO, dx, int(math.ceil((x_hi - _X_LO) / dx)) + 1
+from luce.kernels.pl_set._common import grid  # the grid every implementation shares
 
 
 def log_factors(y):
@@ -67,7 +43,7 @@ def _node_stats(b, valid):
   With t = e^x the integrand is e^h(x),
     h(x) = x - e^x + sum_i L(x + b_i),  L(y) = log(1 - exp(-e^y)).
   h' = 0 only where e^x is in (1, k + 1], so the mass sits in
-  [0, log(k + 1)]; see the grid notes at the top of the file.
+  [0, log(k + 1)]; see the grid notes in `_common`.
 
   Float32 care: an item with b_i < 0 has L(x + b_i) = x + b_i + M(x + b_i)
   with M small, so C = sum of those b_i and the linear part (1 + m) x are

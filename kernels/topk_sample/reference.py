@@ -7,7 +7,6 @@ counts. O(k·(n + G)) per row; the fast implementations are tested against it.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -1,13 +1,22 @@
 """luce.data: event tables, readers of real formats, validation, features, EDA.
 
-    table = luce.data.read("draws:draws/powerball.csv")    # a validated EventTable
-    table.items_array()                                    # int32[m, k] item ids
-    feats = luce.data.build_features(table, luce.data.FeatureConfig())
-    parts = luce.data.split_by_time(table, (0.8, 0.1, 0.1))
+    >>> import luce.data
+    >>> table = luce.data.read("synthetic:ranking?n_items=20&k=5&n_events=300&seed=0")
+    >>> table.items_array().shape, table.kind                # int32[m, k] item ids, best first
+    ((300, 5), 'ranking')
+    >>> luce.data.oracle_scores(table).shape                  # the generating model's scores
+    (300, 20)
+    >>> feats = luce.data.build_features(table, luce.data.FeatureConfig(calendar=False))
+    >>> luce.data.split_by_time(table, (0.8, 0.1, 0.1)).bounds
+    (0, 240, 270, 300)
+
+Real files go through the same call, e.g. `luce.data.read("draws:draws/powerball.csv")`
+(a relative path is looked up in $LUCE_SHARED_DATA).
 """
 
 from luce.data._read import check, read
 from luce.data._source import SCHEMES, parse_source, shared_data_dir
+from luce.data._synthetic import SyntheticPL, oracle_scores, synthetic_pl
 from luce.data._table import (
     KINDS,
     SCHEMA_VERSION,

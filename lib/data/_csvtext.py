@@ -100,7 +100,7 @@ def numbered_run(columns: list[str]) -> list[str]:
     m = re.fullmatch(r"(.*?)(\d+)", c)
     if m:
       by_prefix.setdefault(m.group(1), {})[int(m.group(2))] = c
-  for prefix, numbered in by_prefix.items():
+  for numbered in by_prefix.values():
     start = 0 if 0 in numbered else 1
     run = []
     i = start

@@ -105,7 +105,7 @@ class WinRates:
 def win_rates(table: EventTable) -> WinRates:
   """Win counts against uniform winners among the available items (chi-square)."""
   items = table.items_array()
-  m, n = len(table), table.n_items
+  n = table.n_items
   wins = np.bincount(items[:, 0][items[:, 0] >= 0], minlength=n)
   avail = table.available_mask()
   starts = avail.sum(axis=0)
@@ -441,7 +441,7 @@ class Eda:
            f"{self.buckets.name} (chi-square)": self.buckets.p_value,
            f"learned clusters, {self.clusters.basis} (Monte Carlo)": self.clusters.p_value}
     if self.patterns:
-      for key, test in self.patterns.items():
+      for test in self.patterns.values():
         if isinstance(test, SumTest):
           out["sum of picks, mean (z)"] = test.p_mean
           out["sum of picks, distribution (KS)"] = test.p_ks

@@ -16,9 +16,8 @@ import pathlib
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow as pa
 
-from luce.data._table import EventTable, list_column, padded
+from luce.data._table import EventTable, list_column
 from luce.errors import ConfigError, DataError
 
 FEATURES_VERSION = 1

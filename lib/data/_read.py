@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from luce.data import _readers
 from luce.data._source import choice, flag, parse_source, resolve_path
+from luce.data._synthetic import read_synthetic
 from luce.data._table import EventTable, read_parquet
 from luce.data._validate import ON_INVALID, Problem, Provenance, find_problems, raise_problems
 
@@ -12,7 +13,9 @@ def _load(source: str) -> tuple[_readers.Loaded, str]:
   src = parse_source(source)
   on_invalid = choice(src.options.pop("on_invalid", "raise"), "on_invalid", ON_INVALID)
   opts = src.options
-  if src.scheme == "prices" and src.path.strip().lower() == "sp500":
+  if src.scheme == "synthetic":
+    loaded = read_synthetic(src.path, opts, source)
+  elif src.scheme == "prices" and src.path.strip().lower() == "sp500":
     loaded = _readers.read_prices(None, opts)
   else:
     path = resolve_path(src.path, source)
@@ -52,7 +55,13 @@ def read(source: str, *, on_invalid: str | None = None) -> EventTable:
     source: `scheme:PATH?key=value&...`, one of
       `draws:PATH` (one draw per row), `rankings:PATH` (one ranking per row),
       `long:PATH` (one (event, item, rank) per row), `ergast:DIR`,
-      `preflib:PATH`, `prices:sp500` or `prices:PATH`, `events:PATH.parquet`.
+      `preflib:PATH`, `prices:sp500` or `prices:PATH`, `events:PATH.parquet`,
+      `synthetic:KIND` (events drawn from a known PL model, see
+      `luce.data.synthetic_pl`; KIND is `ranking`, the default, or `set`;
+      options `n_items=20&k=5&n_events=4000&item_spread=1.0&momentum=1.0&
+      rank_momentum=1.0&seed=0`, each optional with that default; the
+      generating scores are the table's `ctx_oracle_scores`, read them with
+      `luce.data.oracle_scores`).
       A relative PATH not found here is looked up in $LUCE_SHARED_DATA.
     on_invalid: "raise" (default) raises `luce.DataError` at the first problem;
       "report" raises one listing every problem. Overrides `?on_invalid=`.
@@ -63,6 +72,9 @@ def read(source: str, *, on_invalid: str | None = None) -> EventTable:
   >>> t = read("draws:draws/powerball.csv")            # doctest: +SKIP
   >>> t.n_items, t.k, t.kind                           # doctest: +SKIP
   (69, 5, 'set')
+  >>> t = read("synthetic:set?n_items=12&k=3&n_events=500&seed=1")
+  >>> t.n_items, t.k, t.kind, len(t)
+  (12, 3, 'set', 500)
   """
   loaded, source_on_invalid = _load(source)
   on_invalid = choice(on_invalid or source_on_invalid, "on_invalid", ON_INVALID)

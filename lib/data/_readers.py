@@ -7,7 +7,6 @@ found while parsing. `luce.data.read` validates it.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import pathlib
 import re

@@ -7,6 +7,7 @@ One string reaches the data from the launchers (`--data=`), the configs
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import urllib.parse
@@ -32,6 +33,9 @@ SCHEMES: dict[str, tuple[str, tuple[str, ...]]] = {
                ("delimiter", "date", "date_format", "top", "kind")),
     "events": ("a luce event table in Parquet (luce.data.write)",
                ("verify_hash",)),
+    "synthetic": ("events drawn from a known context-dependent PL model; KIND is ranking "
+                  "(default) or set",
+                  ("n_items", "k", "n_events", "item_spread", "momentum", "rank_momentum", "seed")),
 }
 COMMON_OPTIONS = ("on_invalid",)
 
@@ -47,8 +51,11 @@ class Source:
     return f"{self.scheme}:{self.path}" + (f"?{query}" if query else "")
 
 
+_PATH_WORD = {"synthetic": "KIND"}  # what stands after the colon, when it is not a path
+
+
 def valid_schemes() -> str:
-  return "; ".join(f"{s}:PATH ({what})" for s, (what, _) in SCHEMES.items())
+  return "; ".join(f"{s}:{_PATH_WORD.get(s, 'PATH')} ({what})" for s, (what, _) in SCHEMES.items())
 
 
 def parse_source(source: str) -> Source:
@@ -123,3 +130,14 @@ def integer(value: str, name: str) -> int:
     return int(value)
   except ValueError:
     raise ConfigError(f"option {name}={value!r} must be an integer.") from None
+
+
+def number(value: str, name: str) -> float:
+  """A finite float option (`item_spread=0.5`)."""
+  try:
+    x = float(value)
+  except ValueError:
+    raise ConfigError(f"option {name}={value!r} must be a number.") from None
+  if not math.isfinite(x):
+    raise ConfigError(f"option {name}={value!r} must be a finite number.")
+  return x

@@ -1,9 +1,16 @@
-"""luce.models: neural Plackett-Luce scorers (Flax linen) and the synthetic generating model.
+"""luce.models: neural Plackett-Luce scorers (Flax linen) and the model-family interface.
 
-    model = luce.models.PLScorer(n_items=20, encoder="mlp", hidden=64)
-    params = model.init(key, batch)["params"]
-    scores = model.apply({"params": params}, batch)     # float32[B, n]
+    >>> import jax, numpy as np, luce.models
+    >>> model = luce.models.PLScorer(n_items=5, encoder="mlp", hidden=8, depth=1, embed_dim=2)
+    >>> batch = {"item_features": np.zeros((2, 5, 3), np.float32),
+    ...          "event_features": np.zeros((2, 1), np.float32), "available": np.ones((2, 5), bool)}
+    >>> params = model.init(jax.random.key(0), batch)["params"]
+    >>> model.apply({"params": params}, batch).shape                 # float32[B, n] scores
+    (2, 5)
+
+`PLFamily` is the scorer as a family of the one train loop (`luce.train`):
+its loss and NLL are the exact PL likelihood, its samples Gumbel-top-k lists.
 """
 
 from luce.models._scorer import ENCODERS, MLP, AttentionBlock, PLScorer, history_columns
-from luce.models.synthetic import SyntheticPL, synthetic_pl
+from luce.models._family import BATCH_KEYS, PLFamily, chunked, inclusion_counts
