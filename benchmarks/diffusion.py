@@ -14,11 +14,12 @@ co-occurrence MMD and the largest inclusion-rate gap between 50,000 sets drawn
 with `steps` and 50,000 exact (steps = k) sets. Training: events/s of a jitted
 MD4 step (loss + AdamW) on batches of 256 sets. Writes benchmarks/out/diffusion.json.
 
---experiments trains the diffusion family (`luce.diffusion.train_diffusion`)
-and the neural PL family (`luce.train.train_and_evaluate`) on the same config
-and scores both, the baselines and (synthetic) the oracle on the validation
-events with one function, `luce.diffusion.exact_nll` (the exact subset
-recursion), with bootstrap 95% intervals. Writes benchmarks/out/diffusion_experiments.json.
+--experiments trains the diffusion and the neural PL families on the same
+config through the one loop (`luce.train.train_and_evaluate`, the best
+checkpoint of each) and scores both, the baselines and (synthetic) the oracle
+on the validation events with `luce.metrics.summary` (exact NLL: the subset
+recursion for diffusion, the PL set likelihood for the rest), with bootstrap
+95% intervals. Writes benchmarks/out/diffusion_experiments.json.
 """
 
 from __future__ import annotations
@@ -99,7 +100,6 @@ def bench_quality(quick):
     p_exact = D.inclusion_from_samples(exact[None], n)[0]
     for steps in step_list:
       sets = many(steps) if steps != k else exact2
-      ref = exact if steps != k else exact[::-1]
       half = len(sets) // 2
       mmd = D.cooccurrence_mmd(sets[:half], exact[half:], n) if steps != k else \
           D.cooccurrence_mmd(exact[:half], exact[half:], n)
@@ -155,43 +155,46 @@ def bench_training(quick):
 
 
 def experiment(name, config, steps):
+  """Both families on one config through the one loop (`luce.train.train_and_evaluate`),
+  each best checkpoint scored on the validation events by `luce.metrics.summary`."""
   import math
   import tempfile
   import luce.train
   config.train.num_steps = steps
   config.train.log_every = max(steps // 4, 1)
   config.train.progress_bar = False
-  t0 = time.perf_counter()
-  result = D.train_diffusion(config)
-  diffusion_s = time.perf_counter() - t0
-  valid = result["prepared"].arrays["valid"]
+  results, seconds = {}, {}
   with tempfile.TemporaryDirectory() as workdir:
-    t0 = time.perf_counter()
-    luce.train.train_and_evaluate(config, workdir)
-    pl_s = time.perf_counter() - t0
-    run = luce.train.load_run(workdir)
-    scores = luce.train.predict_scores(run.model, run.params, valid, 1024)
-  table = dict(result["valid"])
-  table["neural_pl"] = D.nll_summary(D.exact_nll(valid, scores=scores))
-  quality = sample_quality(result, valid)
+    for family in ("diffusion", "pl"):
+      config.model.family = family
+      t0 = time.perf_counter()
+      results[family] = luce.train.train_and_evaluate(config, f"{workdir}/{family}")
+      seconds[family] = time.perf_counter() - t0
+    run = luce.train.load_run(f"{workdir}/diffusion")
+  valid = run.prepared.arrays["valid"]
+  table = {"diffusion": results["diffusion"]["valid"]["model"],
+           "neural_pl": results["pl"]["valid"]["model"],
+           **{k: v for k, v in results["pl"]["valid"].items() if k != "model"}}
+  quality = sample_quality(run, valid)
   n, k = valid["available"].shape[1], valid["items"].shape[1]
   title = (f"{name}: {table['diffusion']['events']} validation events, exact NLL in nats per event "
            f"(log C({n},{k}) = {math.log(math.comb(n, k)):.4f})")
-  print(D.format_nll_table(table, title), flush=True)
+  print(luce.train.format_table(table, title, config.data.eval_k, "set"), flush=True)
   print(f"  samples: validity {quality['validity']:.4f}, inclusion ECE {quality['ece']:.4f} "
         f"(Brier {quality['brier']:.5f}), co-occurrence MMD^2 to held-out {quality['mmd']:+.4f} "
         f"(held-out vs uniform sets {quality['mmd_uniform']:+.4f}); pairwise overlap "
         f"{np.round(quality['overlap']['observed'], 4).tolist()} vs hypergeometric "
         f"{np.round(quality['overlap']['expected'], 4).tolist()}", flush=True)
-  return {"name": name, "steps": steps, "table": table, "sample_quality": quality, "train_seconds": {"diffusion": diffusion_s,
-          "neural_pl": pl_s}, "diffusion_events_per_s": result["events_per_second"],
+  return {"name": name, "steps": steps, "table": table, "sample_quality": quality,
+          "train_seconds": {"diffusion": seconds["diffusion"], "neural_pl": seconds["pl"]},
+          "diffusion_events_per_s": results["diffusion"]["events_per_second"],
           "log_comb": math.log(math.comb(n, k))}
 
 
-def sample_quality(result, valid, per_event=200):
+def sample_quality(run, valid, per_event=200):
   """Sample metrics of the trained diffusion model on the validation events."""
   n, k = valid["available"].shape[1], valid["items"].shape[1]
-  sets = D.sample_for_events(result["model"], result["params"], valid, jax.random.key(7), per_event)
+  sets = run.family.sample(run.params, valid, jax.random.key(7), per_event, k)
   flat = sets.reshape(-1, k)
   rng = np.random.default_rng(0)
   uniform = np.stack([rng.choice(n, k, replace=False) for _ in range(len(valid["items"]))])
@@ -209,7 +212,7 @@ def experiments(steps):
   from luce.configs import powerball, synthetic
   out = []
   c = synthetic.get_config("set")
-  c.data.synthetic.n_items, c.data.synthetic.k = 50, 5
+  c.data.source = "synthetic:set?n_items=50&k=5&n_events=4000&seed=0"
   out.append(experiment("synthetic 5 of 50", c, steps))
   out.append(experiment("powerball 5 of 69", powerball.get_config(), steps))
   return out

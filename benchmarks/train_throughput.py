@@ -50,10 +50,10 @@ class LuceRunner:
     import luce.train
     self.jax = jax
     config = luce.train.checked_config(config)
-    model = luce.train.build_model(config, prepared)
+    family = luce.train.build_family(config, prepared)
     optimizer = luce.train.make_optimizer(config)
-    self.state = luce.train.init_state(model, optimizer, batches[0], jax.random.key(0))
-    step = luce.train.make_train_step(model, optimizer, luce.train.pl_loss(prepared.kind))
+    self.state = luce.train.init_state(family.model, optimizer, batches[0], jax.random.key(0))
+    step = luce.train.make_train_step(family.model, optimizer, family.loss)
     self.batches = [jax.device_put(b) for b in batches]
     self.key = jax.random.key(1)
     t0 = time.perf_counter()

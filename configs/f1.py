@@ -13,7 +13,7 @@ race; luce-eval prints the test NLL per race of the model, uniform (log 20! ≈
 Needs the shared data ($LUCE_SHARED_DATA, default ../shared/data).
 """
 
-from luce.configs.common import base_config
+from luce.train import base_config
 
 
 def get_config(arg: str = "mlp"):

@@ -9,7 +9,7 @@ any model that does not learn who races) pays for the 44 who did not start.
 Needs the shared data ($LUCE_SHARED_DATA, default ../shared/data).
 """
 
-from luce.configs.common import base_config
+from luce.train import base_config
 
 
 def get_config(arg: str = "mlp"):

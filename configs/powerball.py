@@ -10,7 +10,7 @@ than noise, and a model that does is overfitting. Needs the shared data
 ($LUCE_SHARED_DATA, default ../shared/data).
 """
 
-from luce.configs.common import base_config
+from luce.train import base_config
 
 
 def get_config(arg: str = "mlp"):

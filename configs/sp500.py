@@ -12,7 +12,7 @@ model and static PL near 42.19 nats per day, uniform at log 20! = 42.34.
 `:ARG` picks the encoder: `configs/sp500.py:itransformer`, `:transformer`.
 """
 
-from luce.configs.common import base_config
+from luce.train import base_config
 
 
 def get_config(arg: str = "mlp"):

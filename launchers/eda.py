@@ -183,7 +183,7 @@ def write_report(table, eda, out: pathlib.Path, source: str) -> Report:
     rows = []
     pats = {k: v for k, v in eda.patterns.items() if k != "sum"}
     fig, axes = plt.subplots(1, len(pats) + 1, figsize=(4 * (len(pats) + 1), 3.4))
-    for ax, (key, test) in zip(axes, pats.items()):
+    for ax, test in zip(axes, pats.values()):
       x = np.arange(len(test.observed))
       ax.bar(x, test.observed, color="#4c72b0", label="observed")
       ax.plot(x, test.expected, "o-", color="#dd8452", ms=3, label="expected")

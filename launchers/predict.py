@@ -7,12 +7,14 @@ For every event of the split, one row: `event_id`, `time`, `inclusion_prob`
 estimate from --draws Gumbel-top-k lists), `top_k` (int32[k]: the k available
 items with the highest scores, best first), `samples` (S lists of k items drawn
 from the model, each a valid top-k of the event's available items) and
-`scores` (float32[n]). k is --k, default the config's data.eval_k. Prints the
-file written and the mean hits@k of `top_k`.
+`scores` (float32[n]). k is --k, default the config's data.eval_k. The file's
+schema metadata says what each column is. Prints the file written and the mean
+hits@k of the model's scores beside every baseline's (ties counted in
+expectation, the numbers luce-eval prints).
 
 For a diffusion run (model.family=diffusion) the samples and the draws behind
 `inclusion_prob` are sets from its exact sampler, k is the model's set size,
-and `scores` is log inclusion_prob (−inf for an item never drawn).
+and `scores` are the denoiser's first-pick logits.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def main(argv):
   out.parent.mkdir(parents=True, exist_ok=True)
   pq.write_table(table, out)
   print(f"wrote {out}: {table.num_rows} events of {FLAGS.split}, top-{k} lists and {FLAGS.samples} "
-        f"samples each; mean hits@{k} of top_k {hits:.3f}")
+        f"samples each")
+  print(f"mean hits@{k} (ties in expectation): " +
+        ", ".join(f"{name} {value:.3f}" for name, value in hits.items()))
 
 
 def run():

@@ -1,4 +1,4 @@
-"""luce-train: train a neural Plackett-Luce model from a config, resuming from --workdir.
+"""luce-train: train a model (neural Plackett-Luce or subset diffusion) from a config, resuming from --workdir.
 
     luce-train --config=configs/sp500.py --workdir=/tmp/luce-sp500
     luce-train --config=configs/f1.py --workdir=/tmp/luce-f1 --config.train.num_steps=2000

@@ -129,7 +129,7 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior: float = 0.
     obj = float(ll) - 0.5 * prior * float(theta @ theta)
     decrement = np.inf
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported after the loop)
       g = np.asarray(grad) - prior * np.asarray(theta)
       h = np.asarray(hess) + prior * np.eye(n)
       step = _solve(h, g)

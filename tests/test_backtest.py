@@ -5,13 +5,15 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 import luce
 import luce.data
+import luce.train
 from luce import eval as le
-from luce.models import synthetic_pl
+from luce.data import synthetic_pl
 
 TINY = {
     "data": {"eval_k": 3, "features": {"last": 2, "horizons": (5,), "calendar": False, "static": False}},
@@ -74,10 +76,12 @@ def test_rolling_window_and_bad_config(table_path, tmp_path):
 def test_resume_gives_the_same_predictions(table_path, tmp_path, monkeypatch):
   _, path = table_path
   quiet = dict(progress=False, say=lambda *x: None)
-  full = le.walk_forward(_config(f"events:{path}"), tmp_path / "full", **quiet)
+  config = _config(f"events:{path}")
+  config["train"] = {**config["train"], "checkpoint_every": 2}
+  full = le.walk_forward(config, tmp_path / "full", **quiet)
   # Interrupt the run while it predicts fold 2, then run it again: it resumes after fold 1.
-  import luce.eval._walk_forward as wf_module
-  real, calls = wf_module.predict_scores, []
+  from luce.models import PLFamily
+  real, calls = PLFamily.nll, []
 
   def failing(*args, **kwargs):
     calls.append(1)
@@ -86,15 +90,41 @@ def test_resume_gives_the_same_predictions(table_path, tmp_path, monkeypatch):
     return real(*args, **kwargs)
 
   work = tmp_path / "resumed"
-  monkeypatch.setattr(wf_module, "predict_scores", failing)
+  monkeypatch.setattr(PLFamily, "nll", failing)
   with pytest.raises(KeyboardInterrupt):
-    le.walk_forward(_config(f"events:{path}"), work, **quiet)
-  monkeypatch.setattr(wf_module, "predict_scores", real)
+    le.walk_forward(config, work, **quiet)
+  monkeypatch.setattr(PLFamily, "nll", real)
   with np.load(work / "backtest" / "progress.npz") as z:
     assert int(z["folds_done"]) == 1
   said = []
-  again = le.walk_forward(_config(f"events:{path}"), work, progress=False, say=said.append)
-  assert any("resumed after fold 1" in line for line in said)
+  again = le.walk_forward(config, work, progress=False, say=said.append)
+  assert any("(1 of 3 folds predicted" in line for line in said), said
+  np.testing.assert_array_equal(full.scores["model"], again.scores["model"])
+  np.testing.assert_array_equal(full.nll["model"], again.nll["model"])
+
+  # Killed mid-fold (after the checkpoint of step 4 of fold 0's 6): it resumes from step 4.
+  from luce.train import Checkpoints
+  save = Checkpoints.save
+
+  def dying(self, manager, step, state, meta):
+    save(self, manager, step, state, meta)
+    if step == 4:
+      raise KeyboardInterrupt
+
+  work = tmp_path / "mid-fold"
+  monkeypatch.setattr(Checkpoints, "save", dying)
+  with pytest.raises(KeyboardInterrupt):
+    le.walk_forward(config, work, **quiet)
+  monkeypatch.setattr(Checkpoints, "save", save)
+  said = []
+  again = le.walk_forward(config, work, progress=False, say=said.append)
+  assert any("resumed at step 4 (0 of 3 folds predicted" in line for line in said), said
+  np.testing.assert_array_equal(full.scores["model"], again.scores["model"])
+  np.testing.assert_array_equal(full.inclusion["model"], again.inclusion["model"])
+
+  # Report-only settings may change on a resume; what the folds compute may not.
+  again = le.walk_forward(_config(f"events:{path}", cost_bps=3.0, bootstrap_samples=50),
+                          tmp_path / "full", **quiet)
   np.testing.assert_array_equal(full.scores["model"], again.scores["model"])
   with pytest.raises(luce.ConfigError, match="another config"):
     le.walk_forward(_config(f"events:{path}", retrain_steps=4), work, **quiet)
@@ -129,6 +159,11 @@ def test_launcher_writes_the_report(tmp_path, rng):
     assert (report / name).stat().st_size > 0, name
   metrics = json.loads((report / "metrics.json").read_text())
   assert metrics["nll"] == "exact"
+  # Ranking 6 assets, k = 5: a constant scorer's expected hits@5 is k²/n = 25/6, in the
+  # JSON, the Markdown report and the terminal table.
+  assert metrics["models"]["uniform"]["hits"] == pytest.approx(25 / 6, abs=1e-6)
+  assert "| uniform | " in (report / "report.md").read_text()
+  assert "4.167" in (report / "report.md").read_text() and "4.167" in done.stdout
   for baseline in ("uniform", "frequency", "recency", "static"):
     s = metrics["skill"][baseline]
     assert s["ci_low"] <= s["mean"] <= s["ci_high"] and 0 <= s["p_value"] <= 1
@@ -152,25 +187,26 @@ def test_diffusion_family_walks_forward_and_resumes(tmp_path):
   np.testing.assert_allclose(inclusion.sum(axis=1), 3.0, atol=1e-5)
   assert np.all(inclusion[~wf.available] == 0)
   # The model's NLL is its own exact one: recompute the last fold from its checkpoint.
-  from luce import diffusion as dsd
-  from luce.train import Checkpoints, checked_config, init_state, make_optimizer, prepare
-  import jax
-  c = checked_config(config)
-  prepared = prepare(c)
-  model = dsd.build_diffusion_model(c, prepared)
+  c = luce.train.checked_config(config)
+  prepared = luce.train.prepare(c)
+  family = luce.train.build_family(c, prepared)
+  assert family.name == "diffusion" and family.nll_kind == "exact"
   arrays = prepared.arrays["all"]
-  example = {key: arrays[key][:16] for key in ("items", "available", "weights", "item_features",
-                                               "event_features")}
-  state = init_state(model, make_optimizer(c), example, jax.random.key(0))
-  ckpt = Checkpoints(tmp_path / "run" / "backtest", c)
-  state, _ = ckpt.restore(ckpt.latest, 3, state, c, prepared.data_hash)
-  last = {key: v[100:110] for key, v in example.items() for v in [arrays[key]]}
-  want = dsd.exact_nll(last, model=model, params=state.params)
+  trainer = luce.train.Trainer(c, family, arrays, mesh=luce.train.make_mesh(1))
+  state = trainer.init_state(jax.random.key(0))
+  ckpt = luce.train.Checkpoints(tmp_path / "run" / "backtest", c, best=False)
+  last = ckpt.latest.latest_step()
+  assert last == 6 + 2 * 3  # first_steps + 2 refits of retrain_steps
+  state, _ = ckpt.restore(ckpt.latest, last, state, c, prepared.data_hash)
+  ckpt.close()
+  events = {key: arrays[key][100:110] for key in luce.train.BATCH_KEYS}
+  want = family.nll(luce.train.host_copy(state.params), events)
   np.testing.assert_allclose(nll[40:], want, rtol=1e-5)
   result = le.score_backtest(wf)
   assert result["family"] == "diffusion"
   assert result["models"]["model"]["nll"] == pytest.approx(float(nll.mean()), rel=1e-6)
   assert set(result["skill"]) == {"uniform", "frequency", "recency", "static"}
+  assert result["models"]["uniform"]["hits"] == pytest.approx(9 / 8, abs=1e-6)  # k²/n on sets
   # Running again resumes after the last fold and changes nothing; eval_k must be the set size.
   again = le.walk_forward(config, tmp_path / "run", **quiet)
   np.testing.assert_array_equal(again.nll["model"], nll)

@@ -1,57 +1,76 @@
-"""luce.diffusion on luce.train's pipeline: `--config.model.family=diffusion` end to end."""
+"""luce.diffusion through the one loop: `--config.model.family=diffusion` end to end,
+with the same result keys as the PL family."""
 
 import json
 
 import jax
 import numpy as np
+import pytest
 
 import luce.train
 from luce import diffusion as D
 from luce.configs import synthetic
+from luce.errors import ConfigError
 
 
-def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
+def _config(family: str):
   c = synthetic.get_config("set")
-  c.data.synthetic.update(n_items=12, k=3, n_events=300)
-  c.model.update(hidden=16, depth=1, embed_dim=4, family="diffusion")
+  c.data.source = "synthetic:set?n_items=12&k=3&n_events=300"
+  c.data.eval_k = 3
+  c.model.update(hidden=16, depth=1, embed_dim=4, family=family)
   c.train.update(batch_size=32, num_steps=12, log_every=6, eval_every=6, checkpoint_every=6,
                  progress_bar=False, async_checkpoints=False)
   c.baselines.names = ("uniform",)
+  return c
+
+
+def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
+  c = _config("diffusion")
   result = luce.train.train_and_evaluate(c, tmp_path)
+  assert result["family"] == "diffusion" and result["nll"] == "exact"
   valid = result["valid"]
-  assert set(valid) == {"diffusion", "uniform", "oracle"}
-  # uniform through the subset recursion is log C(12, 3) on every event
+  assert set(valid) == {"model", "uniform", "oracle"}
+  # uniform through the set likelihood is log C(12, 3) on every event; hits@3 is k²/n
   assert abs(valid["uniform"]["nll_per_event"] - np.log(220)) < 1e-4
-  assert np.isfinite(valid["diffusion"]["nll_per_event"])
+  assert valid["uniform"]["hits_at_k"] == 9 / 12
+  assert np.isfinite(valid["model"]["nll_per_event"])
   assert valid["oracle"]["nll_per_event"] < valid["uniform"]["nll_per_event"]
   assert (tmp_path / "checkpoints").is_dir() and (tmp_path / "best").is_dir()
   lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert {line["split"] for line in lines} == {"train", "valid"}
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+  # The same result keys, row keys and files as the PL family.
+  pl = luce.train.train_and_evaluate(_config("pl"), tmp_path / "pl")
+  assert set(pl) == set(result)
+  assert set(pl["valid"]) == set(valid)
+  assert all(set(pl["valid"][name]) == set(valid[name]) for name in valid)
+  assert sorted(p.name for p in (tmp_path / "pl").iterdir()) == sorted(
+      p.name for p in tmp_path.iterdir() if p.name != "pl")
 
   # Run again: resumes at the last step and trains nothing more.
   again = luce.train.train_and_evaluate(c, tmp_path)
-  assert again["step"] == 12
-  np.testing.assert_allclose(again["valid"]["diffusion"]["nll_per_event"],
-                             valid["diffusion"]["nll_per_event"], rtol=1e-6)
+  assert again["step"] == 12 and again["compile_seconds"] is None
+  assert again["valid"]["model"]["nll_per_event"] == valid["model"]["nll_per_event"]
 
   # luce-eval's path: load the run, evaluate the model and the references.
   run = luce.train.load_run(tmp_path)
+  assert isinstance(run.family, D.DiffusionFamily)
   table = luce.train.evaluate_run(run, "valid")
-  assert abs(table["model"]["nll_per_event"] - valid["diffusion"]["nll_per_event"]) < 1e-4
-  assert {"hits_at_k", "ndcg_at_k"} <= set(table["model"])
+  assert table["model"]["nll_per_event"] == pytest.approx(valid["model"]["nll_per_event"], abs=1e-6)
+  assert set(table["model"]) == set(table["uniform"])
 
   # Samples per event are valid sets of that event's available items.
   arrays = run.prepared.arrays["valid"]
-  sets = D.sample_for_events(run.model, run.params, arrays, jax.random.key(0), 4)
+  sets = run.family.sample(run.params, arrays, jax.random.key(0), 4, 3)
   assert sets.shape == (len(arrays["items"]), 4, 3)
   flat = sets.reshape(-1, 3)
   assert D.validity_rate(flat, 12, 3, available=np.repeat(arrays["available"], 4, axis=0)) == 1.0
 
   # luce-predict's path: every column, from the diffusion sampler.
-  import pytest
-  from luce.errors import ConfigError
   out, hits = luce.train.predict(run, "valid", samples=2, draws=50, k=3, seed=0)
-  assert out.num_rows == len(arrays["items"]) and 0.0 <= hits <= 3.0
+  assert out.num_rows == len(arrays["items"]) and 0.0 <= hits["model"] <= 3.0
+  assert hits["uniform"] == 9 / 12
   inclusion = np.array(out.column("inclusion_prob").to_pylist())
   np.testing.assert_allclose(inclusion.sum(axis=1), 3.0, atol=1e-5)
   assert np.all(inclusion[~arrays["available"]] == 0)
@@ -61,3 +80,21 @@ def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
                          available=np.repeat(arrays["available"], 2, axis=0)) == 1.0
   with pytest.raises(ConfigError, match="sets of exactly k = 3"):
     luce.train.predict(run, "valid", samples=2, draws=50, k=2, seed=0)
+
+
+def test_diffusion_refuses_rankings_and_names_the_fix():
+  c = _config("diffusion")
+  c.data.source = "synthetic:ranking?n_items=8&k=3&n_events=100"
+  config = luce.train.checked_config(c)
+  with pytest.raises(ConfigError, match="unordered sets.*model.family='pl'"):
+    luce.train.build_family(config, luce.train.prepare(config))
+
+
+def test_denoiser_fields_are_settable_and_checked():
+  c = luce.train.checked_config({"model": {"family": "diffusion", "mixer": "transformer",
+                                           "denoiser_depth": 2}})
+  assert c.model.mixer == "transformer" and c.model.denoiser_depth == 2
+  with pytest.raises(ConfigError, match="model.mixer='mlp'; valid: deepsets, transformer"):
+    luce.train.checked_config({"model": {"mixer": "mlp"}})
+  with pytest.raises(ConfigError, match="model.family='gan'; valid: pl, diffusion"):
+    luce.train.checked_config({"model": {"family": "gan"}})

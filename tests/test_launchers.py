@@ -7,13 +7,11 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.data.synthetic.n_items=8", "--config.data.synthetic.k=3",
-        "--config.data.synthetic.n_events=300", "--config.data.eval_k=3", "--config.model.hidden=16", "--config.model.heads=2",
+TINY = ["--config.data.source=synthetic:ranking?n_items=8&k=3&n_events=300", "--config.data.eval_k=3", "--config.model.hidden=16", "--config.model.heads=2",
         "--config.train.batch_size=16", "--config.train.eval_every=5", "--config.train.checkpoint_every=5",
         "--config.train.progress_bar=False", "--config.baselines.names=('uniform','frequency')"]
 
@@ -28,24 +26,36 @@ def launch(module, *args, check=True):
   return proc.returncode, output
 
 
-def test_train_eval_predict_on_tiny_synthetic(tmp_path):
+@pytest.mark.parametrize("kind,family", [("ranking", "pl"), ("set", "diffusion")])
+def test_train_eval_predict_on_tiny_synthetic(tmp_path, kind, family):
+  """Both families through the three launchers; the uniform baseline scores hits@3 of
+  exactly k²/n = 9/8 in every one of them (ties counted in expectation)."""
   workdir = tmp_path / "run"
+  tiny = [f"--config.data.source=synthetic:{kind}?n_items=8&k=3&n_events=300",
+          f"--config.model.family={family}", *TINY[1:]]
   _, output = launch("train", "--config=configs/synthetic.py", f"--workdir={workdir}",
-                     "--config.train.num_steps=5", *TINY)
+                     "--config.train.num_steps=5", *tiny)
   assert "validation (best step 5)" in output and "oracle" in output
   assert "compiled the train step in" in output
+  valid = json.loads((workdir / "eval_valid.json").read_text())
+  assert valid["family"] == family and valid["nll"] == "exact"
+  assert valid["models"]["uniform"]["hits_at_k"] == 9 / 8
 
   _, output = launch("evaluate", f"--workdir={workdir}", "--split=test")
   result = json.loads((workdir / "eval_test.json").read_text())
   assert set(result["models"]) == {"model", "uniform", "frequency", "oracle"}
   assert all(r["nll_per_event"] > 0 for r in result["models"].values())
-  assert "eval_test.json" in output
+  assert set(result["models"]["model"]) == set(result["models"]["uniform"])
+  assert result["models"]["uniform"]["hits_at_k"] == 9 / 8
+  assert "eval_test.json" in output and "1.125" in output
 
   out = tmp_path / "pred.parquet"
   _, output = launch("predict", f"--workdir={workdir}", "--split=test", "--samples=4", "--draws=200",
                      f"--out={out}")
+  assert "uniform 1.125" in output, output
   table = pq.read_table(out)
   assert table.num_rows == result["models"]["model"]["events"]
+  assert table.schema.metadata[b"luce.family"] == family.encode()
   row = table.slice(0, 1).to_pylist()[0]
   assert len(row["inclusion_prob"]) == 8 and sum(row["inclusion_prob"]) == pytest.approx(3.0, abs=1e-4)
   assert len(row["top_k"]) == 3 and len(row["samples"]) == 4

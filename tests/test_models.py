@@ -1,14 +1,14 @@
-"""luce.models scorers, the synthetic generating model, baselines and the small metrics."""
+"""luce.models scorers, baselines, the losses and a few metrics (on luce.data.synthetic_pl draws)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import luce.data
-from luce import baselines, eval_metrics
+from luce import baselines, losses, metrics
+from luce.data import synthetic_pl
 from luce.errors import ConfigError
-from luce.models import ENCODERS, PLScorer, history_columns, synthetic_pl
+from luce.models import ENCODERS, PLScorer, history_columns
 
 
 def _batch(b=3, n=6, f=8, g=2, seed=0):
@@ -31,7 +31,7 @@ def test_scorer_shapes_and_finite_grads(encoder):
 
   def nll(p):
     s = model.apply({"params": p}, batch)
-    return jnp.sum(eval_metrics.event_nll(s, items, batch["available"], kind="ranking")), s
+    return jnp.sum(losses.event_nll(s, items, batch["available"], kind="ranking")), s
 
   (_, scores), grads = jax.jit(jax.value_and_grad(nll, has_aux=True))(params)
   assert scores.shape == (3, 6) and scores.dtype == jnp.float32
@@ -57,17 +57,6 @@ def test_transformer_needs_history_features():
     model.init(jax.random.key(0), _batch())
 
 
-def test_synthetic_scores_are_the_features_model():
-  data = synthetic_pl(n_items=7, k=3, n_events=200, seed=3)
-  again = synthetic_pl(n_items=7, k=3, n_events=200, seed=3)
-  np.testing.assert_array_equal(data.table.items_array(), again.table.items_array())
-  feats = luce.data.build_features(data.table)
-  inc = feats.item[:, :, feats.item_names.index("in_last_1")]
-  rank = feats.item[:, :, feats.item_names.index("rank_last_1")]
-  theta = data.scores[0]
-  np.testing.assert_allclose(data.scores, theta + inc + rank, atol=1e-5)
-
-
 def test_baselines_shapes_and_order():
   data = synthetic_pl(n_items=8, k=3, n_events=400, seed=0)
   items, avail = data.table.items_array(), data.table.available_mask()
@@ -75,7 +64,7 @@ def test_baselines_shapes_and_order():
   for name in baselines.NAMES:
     s = baselines.baseline_scores(name, items, avail, 300, "ranking")
     assert s.shape == (400, 8) and np.isfinite(s).all()
-    nll[name] = float(np.mean(eval_metrics.event_nll(s[300:], items[300:], avail[300:], kind="ranking")))
+    nll[name] = float(np.mean(losses.event_nll(s[300:], items[300:], avail[300:], kind="ranking")))
   assert nll["frequency"] < nll["uniform"] and nll["static"] < nll["uniform"]
   with pytest.raises(ConfigError, match="valid"):
     baselines.baseline_scores("popular", items, avail, 300, "ranking")
@@ -94,20 +83,20 @@ def test_recency_uses_only_the_past():
 def test_hits_and_ndcg_closed_form():
   scores = np.array([[3.0, 2.0, 1.0, 0.0]])
   avail = np.ones((1, 4), bool)
-  assert eval_metrics.hits_at_k(scores, np.array([[0, 1]]), avail, 2)[0] == 2
-  assert eval_metrics.hits_at_k(scores, np.array([[2, 3]]), avail, 2)[0] == 0
-  assert eval_metrics.ndcg_at_k(scores, np.array([[0, 1]]), avail, 2)[0] == pytest.approx(1.0)
+  assert metrics.hits_at_k(scores, np.array([[0, 1]]), avail, k=2)[0] == 2
+  assert metrics.hits_at_k(scores, np.array([[2, 3]]), avail, k=2)[0] == 0
+  assert metrics.ndcg_at_k(scores, np.array([[0, 1]]), avail, k=2)[0] == pytest.approx(1.0)
   # One hit at position 2 of 2: (1/log2 3) / (1 + 1/log2 3).
   want = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
-  assert eval_metrics.ndcg_at_k(scores, np.array([[2, 1]]), avail, 2)[0] == pytest.approx(want)
+  assert metrics.ndcg_at_k(scores, np.array([[2, 1]]), avail, k=2)[0] == pytest.approx(want)
   # An unavailable item is never predicted.
   avail[0, 0] = False
-  assert eval_metrics.top_k(scores, avail, 1)[0, 0] == 1
+  assert metrics.top_k_items(scores, avail, 1)[0, 0] == 1
 
 
 def test_set_nll_matches_brute_force():
   scores = jnp.array([[0.5, -0.2, 1.0, 0.0]])
-  nll = eval_metrics.event_nll(scores, jnp.array([[2, 0]]), jnp.ones((1, 4), bool), kind="set")
+  nll = losses.event_nll(scores, jnp.array([[2, 0]]), jnp.ones((1, 4), bool), kind="set")
   w = np.exp(np.asarray(scores[0], np.float64))
   p = w[2] / w.sum() * w[0] / (w.sum() - w[2]) + w[0] / w.sum() * w[2] / (w.sum() - w[0])
   assert float(nll[0]) == pytest.approx(-np.log(p), rel=1e-5)

@@ -1,17 +1,25 @@
 """luce.diffusion: discrete subset diffusion, masked diffusion over k exchangeable slots.
 
-    model = luce.diffusion.SubsetDenoiser(n_items=69, k=5)
-    params = model.init(key, None, visible, slots_left)["params"]
-    enc = model.apply({"params": params}, context, method="encode")
-    logits_fn = lambda vis, r: model.apply({"params": params}, enc, vis, r, method="denoise")
-    log_p = luce.diffusion.exact_set_log_prob(logits_fn, sets, n=69)          # exact, k <= 12
-    bound = luce.diffusion.set_elbo(logits_fn, sets, n=69)                    # >= -log p
-    loss = luce.diffusion.diffusion_loss(logits_fn, sets, 69, key)            # MD4, training
-    samples = luce.diffusion.sample_sets(key, logits_fn, 69, 5, 1000, steps=5)
+    >>> import jax, jax.numpy as jnp, luce.diffusion
+    >>> model = luce.diffusion.SubsetDenoiser(n_items=12, k=3, hidden=16)
+    >>> visible, slots_left = jnp.zeros((1, 12), bool), jnp.full((1,), 3)
+    >>> params = model.init(jax.random.key(0), None, visible, slots_left)["params"]
+    >>> enc = model.apply({"params": params}, None, method="encode")
+    >>> logits_fn = lambda vis, r: model.apply({"params": params}, enc, vis, r, method="denoise")
+    >>> sets = jnp.array([[0, 4, 7], [2, 3, 11]])
+    >>> log_p = luce.diffusion.exact_set_log_prob(logits_fn, sets, 12)      # exact, k <= 12
+    >>> bound = luce.diffusion.set_elbo(logits_fn, sets, 12)               # >= -log p
+    >>> bool(jnp.all(bound >= -log_p - 1e-4))
+    True
+    >>> loss = luce.diffusion.diffusion_loss(logits_fn, sets, 12, jax.random.key(1))  # MD4, training
+    >>> luce.diffusion.sample_sets(jax.random.key(2), logits_fn, 12, 3, 1000, steps=3).shape
+    (1000, 3)
 
 Plackett-Luce is the special case `pl_logits_fn(scores)`: the same
-`exact_set_log_prob` then equals `luce.pl_set_log_prob`, so both families are
-scored by one evaluation path, in nats per event.
+`exact_set_log_prob` then equals `luce.pl_set_log_prob`. `DiffusionFamily`
+is this model as a family of the one train loop (`model.family =
+"diffusion"` in luce-train, luce-eval, luce-predict and luce-backtest), scored
+in the same nats per event as the PL family and the baselines.
 """
 
 from luce.diffusion._denoiser import MIXERS, SubsetDenoiser
@@ -22,6 +30,4 @@ from luce.diffusion._masks import allowed_items, check_constraints, masked_log_s
 from luce.diffusion._sampler import sample_sets
 from luce.diffusion._metrics import (cooccurrence_mmd, inclusion_calibration, inclusion_from_samples,
                                      overlap_histogram, validity_rate)
-from luce.diffusion._train import (DiffusionModel, build_diffusion_model, evaluate_diffusion_run, exact_nll,
-                                   first_pick_scores, format_nll_table,
-                                   nll_summary, sample_for_events, train_diffusion)
+from luce.diffusion._family import BOUND_SAMPLES, DiffusionFamily, DiffusionModel

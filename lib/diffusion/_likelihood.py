@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from luce.diffusion._masks import allowed_items, masked_log_softmax
 from luce.errors import InputError, ShapeError
-from luce.pl_set import _subset_tables, subset_recursion
+from luce.pl_set import subset_recursion
 
 EXACT_MAX_K = 12
 

@@ -10,7 +10,8 @@ import pathlib
 import jax
 import numpy as np
 
-from luce.eval import _metrics, _portfolio, _significance
+from luce import metrics
+from luce.eval import _portfolio, _significance
 
 METRIC_NAMES = ("nll", "hits", "precision", "recall", "ndcg", "rr")
 
@@ -40,10 +41,10 @@ def score_backtest(wf) -> dict:
   per_event, summary, calib = {}, {}, {}
   key = jax.random.key(c.seed)
   for name, s in wf.scores.items():
-    per_event[name] = _metrics.event_metrics(s, wf.items, wf.available, kind=wf.kind, k=k)
-    if name in wf.nll:  # the model's own exact NLL (diffusion), not its scores' PL one
+    per_event[name] = metrics.event_metrics(s, wf.items, wf.available, kind=wf.kind, k=k)
+    if name in wf.nll:  # the model family's own NLL, not the PL one of its scores
       per_event[name]["nll"] = np.asarray(wf.nll[name], per_event[name]["nll"].dtype)
-    calib[name] = _metrics.calibration_of(s, wf.items, wf.available, kind=wf.kind, k=k, key=key,
+    calib[name] = metrics.calibration_of(s, wf.items, wf.available, kind=wf.kind, k=k, key=key,
                                           samples=b.calibration_samples, bins=b.calibration_bins,
                                           probs=wf.inclusion.get(name))
     row = {m: float(np.mean(v)) for m, v in per_event[name].items() if m != "rr"}
@@ -59,7 +60,7 @@ def score_backtest(wf) -> dict:
                                         level=b.level, seed=c.seed)
     verdicts[name] = _significance.verdict("the model", name, skill[name], level=b.level)
   out = {
-      "source": c.data.source, "kind": wf.kind, "family": c.model.family, "nll": "exact",
+      "source": c.data.source, "kind": wf.kind, "family": c.model.family, "nll": wf.nll_kind,
       "unit": "nats per event",
       "events": int(len(wf.items)), "start": int(wf.start), "folds": len(wf.folds),
       "first_time": str(wf.times[0]), "last_time": str(wf.times[-1]),
@@ -89,6 +90,15 @@ def _fmt(x, digits: int = 4) -> str:
   return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def _nll_words(result: dict) -> str:
+  """Which likelihood each row's NLL is, in words."""
+  if result.get("family") == "diffusion":
+    model = ("exact for the diffusion model (subset recursion)" if result["nll"] == "exact" else
+             "an upper bound (MD4 ELBO) for the diffusion model")
+    return f"{model}, exact for the baselines (PL set likelihood)."
+  return "exact: the PL likelihood."
+
+
 def _sections(result: dict) -> list:
   """The report as blocks: ("h1"|"h2"|"p", text), ("table", header, rows), ("img", file, alt)."""
   k = result["k"]
@@ -96,11 +106,10 @@ def _sections(result: dict) -> list:
             ("p", f"{result['events']} {result['kind']} events from {result['first_time']} to "
                   f"{result['last_time']}, each predicted by a model trained only on earlier events "
                   f"({result['window']} window, retrained every {result['retrain_every']} events, "
-                  f"{result['folds']} folds). NLL in nats per event, exact: "
-                  + ("the diffusion model's by the subset recursion, the baselines' by the PL set "
-                     "likelihood." if result.get("family") == "diffusion" else "the PL likelihood.")),
+                  f"{result['folds']} folds). NLL in nats per event, "
+                  + _nll_words(result)),
             ("h2", "Verdict")]
-  for name, text in result["verdicts"].items():
+  for text in result["verdicts"].values():
     blocks.append(("p", text[0].upper() + text[1:]))
   blocks.append(("h2", "Scores"))
   header = ["model", "NLL", f"hits@{k}", f"precision@{k}", f"recall@{k}", f"NDCG@{k}", "MRR",
@@ -193,8 +202,8 @@ def _plots(result: dict, times, folder: pathlib.Path) -> None:
 
   fig, ax = plt.subplots(figsize=(8, 4))
   kernel = np.ones(window) / window
-  for name, metrics in per_event.items():
-    smooth = np.convolve(metrics["nll"], kernel, mode="valid")
+  for name, values in per_event.items():
+    smooth = np.convolve(values["nll"], kernel, mode="valid")
     ax.plot(x[window - 1:], smooth, label=name, lw=2.0 if name == "model" else 1.0)
   ax.set_title(f"NLL per event (rolling mean over {window} events; lower is better)")
   ax.set_ylabel("nats per event")
@@ -277,7 +286,8 @@ def _json_default(x):
 
 def summary_table(result: dict) -> str:
   """A short text table for the terminal: NLL and skill per model, the portfolio line."""
-  lines = [f"{result['events']} events, {result['folds']} folds; NLL nats/event (exact); skill = "
+  lines = [f"{result['events']} events, {result['folds']} folds; NLL nats/event "
+           f"({'exact' if result['nll'] == 'exact' else 'model: upper bound, baselines: exact'}); skill = "
            f"baseline NLL - model NLL with its CI and DM p",
            f"  {'':<11}{'nll':>10}{'hits':>7}{'skill':>10}{'ci':>22}{'p':>9}"]
   for name, r in result["models"].items():

@@ -1,4 +1,11 @@
-"""Checking a training config: known fields only, sane values, compatible resumes."""
+"""The config schema of every luce run: its fields, their defaults and their checks.
+
+The library owns the schema; `configs/NAME.py` files are experiments that start
+from `base_config()` and change what their data needs. Every field the code
+reads is listed here (and nowhere else), so a typo in a config file or on the
+command line (`--config.train.num_step=5`) fails with a suggestion instead of
+being ignored.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,78 @@ import json
 
 import ml_collections
 
-from luce.configs.common import RESUMABLE_CHANGES, base_config
+from luce.baselines import NAMES as BASELINE_NAMES
+from luce.diffusion import MIXERS, DiffusionFamily
 from luce.errors import ConfigError
-from luce.models import ENCODERS
+from luce.models import ENCODERS, PLFamily
+
+# The one place a `model.family` name becomes a family object (`luce.train.build_family`).
+FAMILIES = {"pl": PLFamily, "diffusion": DiffusionFamily}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field of a luce config with its default (an unlocked ConfigDict)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  # A luce.data source string (`luce.data.read`), e.g. "prices:sp500",
+  # "ergast:rankings/f1_1950_2019" or "synthetic:ranking?n_items=20&k=5".
+  c.data.source = "prices:sp500"
+  # Time split: fractions (train, valid, test) of the events, unless valid_from /
+  # test_from (ISO dates, "YYYY-MM-DD", or integer steps) give the cuts.
+  c.data.split = (0.8, 0.1, 0.1)
+  c.data.valid_from = ""
+  c.data.test_from = ""
+  c.data.test_until = ""                  # drop events at or after this time ("" keeps all)
+  c.data.eval_k = 5                       # k of hits@k and NDCG@k
+  c.data.features = ml_collections.ConfigDict(dict(
+      last=4, horizons=(10, 50, 200), since_last=True, calendar=True, static=True))
+
+  c.model = ml_collections.ConfigDict(dict(
+      encoder="mlp", hidden=64, depth=2, heads=4, embed_dim=16, dropout=0.0))
+  # "pl" (neural Plackett-Luce) or "diffusion" (luce.diffusion: the same encoder for the
+  # base logits plus a subset denoiser; sets only, scored by the exact subset recursion).
+  c.model.family = "pl"
+  # The diffusion denoiser: how the visible items are mixed ("deepsets" or
+  # "transformer") and its depth.
+  c.model.mixer = "deepsets"
+  c.model.denoiser_depth = 1
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=3e-3, warmup_steps=50, schedule="cosine",  # or "constant"
+      weight_decay=1e-4, clip_norm=1.0, b1=0.9, b2=0.999))
+
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=128, num_steps=1000, log_every=50, eval_every=200, checkpoint_every=200,
+      max_to_keep=2, patience=0,             # evaluations without improvement before stopping (0: never)
+      eval_batch_size=1024, progress_bar=True, async_checkpoints=True))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1))  # devices on the data axis; -1: all
+
+  c.baselines = ml_collections.ConfigDict(dict(
+      names=("uniform", "frequency", "recency", "static"), recency_half_life=50.0, static_prior=0.01))
+  # luce-backtest (luce.eval.walk_forward): predict each event from [start, end) with the
+  # model last retrained on the events before it. `start`: ISO date or integer step of the
+  # first predicted event ("": the first validation event of data.split / data.valid_from).
+  c.backtest = ml_collections.ConfigDict(dict(
+      start="", window="expanding",          # or "rolling": the last window_events events only
+      window_events=0, retrain_every=250,    # refit (warm-started) every this many events
+      first_steps=1000, retrain_steps=200,   # train steps of the first fit and of each refit
+      portfolio_k=5, cost_bps=10.0,          # asset rankings: long top-k (and long-short), costs
+      bootstrap_samples=2000, block=0, level=0.95,  # block 0: n^(1/3) events
+      calibration_samples=256, calibration_bins=10))
+  return c
+
+
+# Fields that change how a run is watched or reported, never what it trains: they
+# may differ between a run and the run (or backtest) it resumes.
+REPORT_ONLY = (
+    "train.log_every", "train.progress_bar", "train.async_checkpoints", "train.eval_batch_size",
+    "train.max_to_keep", "train.checkpoint_every", "data.eval_k", "backtest.portfolio_k", "backtest.cost_bps",
+    "backtest.bootstrap_samples", "backtest.block", "backtest.level", "backtest.calibration_bins")
+# What only luce-backtest reads: a luce-train run resumes whatever they are.
+BACKTEST_ONLY = tuple(f"backtest.{name}" for name in base_config().backtest)
 
 
 def flatten(config, prefix: str = "") -> dict:
@@ -38,8 +114,8 @@ def checked_config(config) -> ml_collections.ConfigDict:
     if name not in known:
       close = difflib.get_close_matches(name, list(known), n=1)
       hint = f" Did you mean {close[0]!r}?" if close else ""
-      raise ConfigError(f"config field {name!r} does not exist.{hint} Fields are listed in "
-                        f"configs/common.py.")
+      raise ConfigError(f"config field {name!r} does not exist.{hint} The fields are listed in "
+                        f"luce.train.base_config().")
     *path, leaf = name.split(".")
     node = base
     for part in path:
@@ -57,8 +133,11 @@ def _check_values(c) -> None:
   def need(ok, message):
     if not ok:
       raise ConfigError(message)
+  need(c.model.family in FAMILIES,
+       f"model.family={c.model.family!r}; valid: {', '.join(FAMILIES)}.")
   need(c.model.encoder in ENCODERS, f"model.encoder={c.model.encoder!r}; valid: {', '.join(ENCODERS)}.")
-  for name in ("hidden", "heads"):
+  need(c.model.mixer in MIXERS, f"model.mixer={c.model.mixer!r}; valid: {', '.join(MIXERS)}.")
+  for name in ("hidden", "heads", "denoiser_depth"):
     need(c.model[name] >= 1, f"model.{name}={c.model[name]} must be >= 1.")
   need(c.model.hidden % c.model.heads == 0,
        f"model.hidden={c.model.hidden} must be a multiple of model.heads={c.model.heads}.")
@@ -71,17 +150,24 @@ def _check_values(c) -> None:
   need(c.optimizer.schedule in ("cosine", "constant"),
        f"optimizer.schedule={c.optimizer.schedule!r}; valid: cosine, constant.")
   need(c.data.eval_k >= 1, f"data.eval_k={c.data.eval_k} must be >= 1.")
-  from luce.baselines import NAMES
   for name in c.baselines.names:
-    need(name in NAMES, f"baselines.names has {name!r}; valid: {', '.join(NAMES)}.")
+    need(name in BASELINE_NAMES, f"baselines.names has {name!r}; valid: {', '.join(BASELINE_NAMES)}.")
+  b = c.backtest
+  need(b.window in ("expanding", "rolling"), f"backtest.window={b.window!r}; valid: expanding, rolling.")
+  need(b.window != "rolling" or b.window_events >= 1,
+       f"backtest.window=rolling needs backtest.window_events >= 1 (got {b.window_events}).")
+  for name in ("retrain_every", "first_steps", "retrain_steps", "bootstrap_samples",
+               "calibration_samples", "calibration_bins", "portfolio_k"):
+    need(b[name] >= 1, f"backtest.{name}={b[name]} must be >= 1.")
+  need(b.block >= 0, f"backtest.block={b.block} must be >= 0 (0: n^(1/3)).")
 
 
 def config_json(config) -> str:
   return json.dumps(flatten(config), sort_keys=True)
 
 
-def incompatible_changes(saved: dict, current: dict) -> list[str]:
-  """Fields (outside RESUMABLE_CHANGES) whose values differ, as 'name: old -> new'.
+def incompatible_changes(saved: dict, current: dict, *, ignore: tuple = ()) -> list[str]:
+  """Fields (outside REPORT_ONLY and `ignore`) whose values differ, as 'name: old -> new'.
 
   `train.num_steps` may change (train longer) when both use the constant
   schedule; the cosine schedule's shape depends on it.
@@ -89,7 +175,7 @@ def incompatible_changes(saved: dict, current: dict) -> list[str]:
   out = []
   constant = saved.get("optimizer.schedule") == current.get("optimizer.schedule") == "constant"
   for name in sorted(set(saved) | set(current)):
-    if name in RESUMABLE_CHANGES or (constant and name == "train.num_steps"):
+    if name in REPORT_ONLY or name in ignore or (constant and name == "train.num_steps"):
       continue
     if saved.get(name) != current.get(name):
       out.append(f"{name}: {saved.get(name)!r} -> {current.get(name)!r}")

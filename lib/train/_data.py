@@ -9,7 +9,7 @@ import numpy as np
 import luce.data
 from luce import baselines as baselines_lib
 from luce.errors import ConfigError
-from luce.models import synthetic_pl
+from luce.models import BATCH_KEYS
 
 SPLITS = ("train", "valid", "test")
 
@@ -27,6 +27,7 @@ class Prepared:
     arrays: split -> name -> array (BATCH_KEYS of luce.train), leading axis events.
     item_names: names of the item feature columns.
     oracle: float32[m, n] generating scores (synthetic data) or None.
+    k: the events' list length (the widest event; shorter ones are -1 padded).
   """
   table: luce.data.EventTable
   kind: str
@@ -36,6 +37,15 @@ class Prepared:
   arrays: dict
   item_names: tuple[str, ...]
   oracle: np.ndarray | None
+
+  @property
+  def k(self) -> int:
+    return int(self.arrays["all"]["items"].shape[1])
+
+  def split_arrays(self, split: str) -> dict:
+    """The arrays of `split` ("train", "valid" or "test")."""
+    self.split_range(split)  # raises with the valid names
+    return self.arrays[split]
 
   def split_range(self, split: str) -> range:
     if split not in SPLITS:
@@ -80,13 +90,8 @@ def split_bounds(table, data_config) -> tuple[int, int, int, int]:
 
 def load_table(data_config):
   """(EventTable, oracle scores or None) for `data.source`."""
-  if data_config.source == "synthetic":
-    s = data_config.synthetic
-    drawn = synthetic_pl(n_items=s.n_items, k=s.k, n_events=s.n_events, kind=s.kind,
-                         item_spread=s.item_spread, momentum=s.momentum,
-                         rank_momentum=s.rank_momentum, seed=s.seed)
-    return drawn.table, drawn.scores
-  return luce.data.read(data_config.source), None
+  table = luce.data.read(data_config.source)
+  return table, luce.data.oracle_scores(table)
 
 
 def prepare(config) -> Prepared:
@@ -107,7 +112,7 @@ def prepare(config) -> Prepared:
   names = features.item_names + features.static_names
   full["item_features"] = full["item_features"].astype(np.float32)
   bounds = split_bounds(table, config.data)
-  keys = ("items", "available", "weights", "item_features", "event_features")
+  keys = BATCH_KEYS
   arrays = {}
   for split, (lo, hi) in zip(SPLITS, zip(bounds[:-1], bounds[1:])):
     arrays[split] = {k: full[k][lo:hi] for k in keys}
@@ -128,3 +133,14 @@ def baseline_scores(prepared: Prepared, config) -> dict[str, np.ndarray]:
   return {name: baselines_lib.baseline_scores(name, items, available, n_train, prepared.kind,
                                               half_life=b.recency_half_life, prior=b.static_prior)
           for name in b.names}
+
+
+def reference_scores(prepared: Prepared, config, split: str,
+                     baselines: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """The baselines' (and, for synthetic data, the oracle's) scores on `split`."""
+  rows = prepared.split_range(split)
+  baselines = baselines if baselines is not None else baseline_scores(prepared, config)
+  out = {name: s[rows.start:rows.stop] for name, s in baselines.items()}
+  if prepared.oracle is not None:
+    out["oracle"] = prepared.oracle[rows.start:rows.stop]
+  return out

@@ -1,4 +1,12 @@
-"""The train loop: `train_and_evaluate(config, workdir)`, evaluation and checkpoints."""
+"""The one train loop: `Trainer.fit`, and `train_and_evaluate(config, workdir)` on it.
+
+Every run of luce trains through `Trainer.fit`: luce-train (one fit on the
+training split, with validation, early stopping and the best checkpoint),
+luce-eval and luce-predict (which load what it saved) and every fold of the
+walk-forward backtest (one fit per fold on its window, warm-started). So a
+NaN, a resume, a checkpoint, a log line and a batch are handled one way for
+both model families.
+"""
 
 from __future__ import annotations
 
@@ -8,48 +16,60 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
-from luce import eval_metrics
+from luce import metrics
 from luce.errors import ConfigError, NonFiniteError
-from luce.models import PLScorer, history_columns
-from luce.train._config import checked_config, config_json, flatten, incompatible_changes
-from luce.train._data import Prepared, baseline_scores, prepare
-from luce.train._step import (BAD_METRICS, BATCH_KEYS, TrainState, batch_sharding, host_copy,
-                              init_state, make_mesh, make_optimizer, make_train_step, pl_loss,
-                              replicated)
+from luce.models import BATCH_KEYS
+from luce.train._config import (BACKTEST_ONLY, FAMILIES, checked_config, config_json, flatten,
+                                incompatible_changes)
+from luce.train._data import Prepared, baseline_scores, prepare, reference_scores
+from luce.train._step import (BAD_METRICS, TrainState, batch_sharding, host_copy, init_state,
+                              make_mesh, make_optimizer, make_train_step, replicated)
+
+def build_family(config, prepared: Prepared):
+  """The family object of `config.model.family` for `prepared`'s events."""
+  make = FAMILIES[checked_config(config).model.family]
+  return make(config.model, n_items=prepared.n_items, kind=prepared.kind, k=prepared.k,
+              item_names=prepared.item_names)
 
 
-def build_model(config, prepared: Prepared) -> PLScorer:
-  m = config.model
-  return PLScorer(n_items=prepared.n_items, encoder=m.encoder, hidden=m.hidden, depth=m.depth,
-                  heads=m.heads, embed_dim=m.embed_dim, dropout=m.dropout,
-                  history_columns=history_columns(prepared.item_names))
+# ---- batches ------------------------------------------------------------------------------------
 
+def batch_indices(step: int, n_events: int, batch_size: int, seed) -> np.ndarray:
+  """int64[batch_size]: the events (0..n_events-1) of the `step`-th batch of a fit.
 
-def batch_indices(step: int, n_events: int, batch_size: int, seed: int) -> np.ndarray:
-  """int64[batch_size]: the training events of `step`, a pure function of it.
-
-  Each epoch is a fresh permutation from (seed, epoch); the last partial batch
-  of an epoch is dropped. Being a function of the step is what lets a resumed
-  run see the batches an uninterrupted one sees.
+  The one batch rule: an endless sequence of epochs, each a fresh permutation
+  of the events drawn from (seed, epoch); batch t is elements [tB, (t+1)B) of
+  it, so a batch may span two epochs and a window smaller than the batch
+  works. Being a pure function of the step is what lets a resumed run see the
+  batches an uninterrupted one sees. `seed` is an int or a tuple of ints.
   """
-  per_epoch = n_events // batch_size
-  epoch, position = divmod(step, per_epoch)
-  order = _permutation(seed, epoch, n_events)
-  return order[position * batch_size:(position + 1) * batch_size]
+  if n_events < 1:
+    raise ConfigError("no training events: the training split or window is empty.")
+  seed = tuple(seed) if isinstance(seed, (tuple, list)) else (int(seed),)
+  out, position, end = [], step * batch_size, (step + 1) * batch_size
+  while position < end:
+    epoch, offset = divmod(position, n_events)
+    take = min(end - position, n_events - offset)
+    out.append(_permutation(seed, epoch, n_events)[offset:offset + take])
+    position += take
+  return np.concatenate(out)
 
 
 _perm_cache: dict = {}
 
 
-def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+def _permutation(seed: tuple, epoch: int, n: int) -> np.ndarray:
   key = (seed, epoch, n)
   if key not in _perm_cache:
-    _perm_cache.clear()
-    _perm_cache[key] = np.random.default_rng([seed, epoch]).permutation(n)
+    if len(_perm_cache) > 4:
+      _perm_cache.clear()
+    _perm_cache[key] = np.random.default_rng([*seed, epoch]).permutation(n)
   return _perm_cache[key]
 
 
@@ -69,111 +89,58 @@ def global_batch(arrays: dict, indices: np.ndarray, sharding) -> dict:
   return out
 
 
-def predict_scores(model, params, arrays: dict, batch_size: int) -> np.ndarray:
-  """float32[m, n] model scores of every event of `arrays`, computed locally in
-  fixed-size chunks (the last one padded) so there is one compilation."""
-  m = len(arrays["items"])
-  apply = _jitted_apply(model)
-  out = []
-  size = min(batch_size, max(m, 1))
-  for start in range(0, m, size):
-    idx = np.arange(start, start + size).clip(max=m - 1)
-    chunk = {k: arrays[k][idx] for k in BATCH_KEYS}
-    out.append(np.asarray(apply(params, chunk))[:min(size, m - start)])
-  n = arrays["available"].shape[1]
-  return np.concatenate(out) if out else np.zeros((0, n), np.float32)
-
-
-_apply_cache: dict = {}
-
-
-def _jitted_apply(model):
-  if model not in _apply_cache:
-    _apply_cache[model] = jax.jit(lambda p, b: model.apply({"params": p}, b))
-  return _apply_cache[model]
-
-
-def evaluate(prepared: Prepared, config, split: str, scores: dict[str, np.ndarray]) -> dict:
-  """Metrics of each named score array on `split`.
-
-  Args:
-    scores: name -> float32[m_split, n] scores of the split's events (the
-      model's, a baseline's, the oracle's).
-
-  Returns:
-    name -> {"nll_per_event", "hits_at_k", "ndcg_at_k", "events"}.
-  """
-  arrays = prepared.arrays[split]
-  return {name: eval_metrics.summary(s, arrays["items"], arrays["available"], arrays["weights"],
-                                     kind=prepared.kind, k=config.data.eval_k)
-          for name, s in scores.items()}
-
-
-def reference_scores(prepared: Prepared, config, split: str,
-                     baselines: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-  """The baselines' (and, for synthetic data, the oracle's) scores on `split`."""
-  rows = prepared.split_range(split)
-  baselines = baselines if baselines is not None else baseline_scores(prepared, config)
-  out = {name: s[rows.start:rows.stop] for name, s in baselines.items()}
-  if prepared.oracle is not None:
-    out["oracle"] = prepared.oracle[rows.start:rows.stop]
-  return out
-
-
-def format_table(results: dict, split: str, k: int, kind: str) -> str:
-  """A text table: one row per model, NLL first."""
-  first = next(iter(results.values()), {"events": 0})
-  # Every row is an exact likelihood: PL rows by the PL formulas, a diffusion
-  # row by the subset recursion over its conditionals.
-  what = "exact set likelihood" if kind == "set" else "exact likelihood"
-  lines = [f"{split}: {first['events']} events, NLL in nats per event ({what})",
-           f"  {'':<12}{'nll':>12}{f'hits@{k}':>10}{f'ndcg@{k}':>10}"]
-  for name, r in results.items():
-    lines.append(f"  {name:<12}{r['nll_per_event']:>12.4f}{r['hits_at_k']:>10.3f}{r['ndcg_at_k']:>10.3f}")
-  return "\n".join(lines)
-
+# ---- checkpoints and logs -----------------------------------------------------------------------
 
 class Checkpoints:
-  """Two orbax CheckpointManagers in the workdir: `checkpoints/` (the latest,
-  for resuming) and `best/` (the best by validation NLL, for evaluation).
+  """Orbax CheckpointManagers in a folder: `checkpoints/` (the latest, for
+  resuming) and, with `best=True`, `best/` (the best by validation NLL).
 
   Each checkpoint holds the TrainState and a JSON `meta` with the config, the
   data hash and the loop's early-stopping counters, so a restore can refuse a
   checkpoint made from other data or an incompatible config.
   """
 
-  def __init__(self, workdir: pathlib.Path, config):
-    self.workdir = workdir
+  def __init__(self, workdir: pathlib.Path, config, *, best: bool = True):
+    self.workdir = pathlib.Path(workdir)
     options = dict(cleanup_tmp_directories=True,
                    enable_async_checkpointing=bool(config.train.async_checkpoints))
     self.latest = ocp.CheckpointManager(
-        (workdir / "checkpoints").absolute(), item_names=("state", "meta"),
+        (self.workdir / "checkpoints").absolute(), item_names=("state", "meta"),
         options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, **options))
-    self.best = ocp.CheckpointManager(
-        (workdir / "best").absolute(), item_names=("state", "meta"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
+    self.best = None
+    if best:
+      self.best = ocp.CheckpointManager(
+          (self.workdir / "best").absolute(), item_names=("state", "meta"),
+          options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
+
+  def _managers(self):
+    return [m for m in (self.latest, self.best) if m is not None]
 
   def save(self, manager, step: int, state, meta: dict) -> None:
     if step in manager.all_steps():
       return  # a resumed run re-reaching a saved step computes the same state
     # One save in flight at a time: orbax names its multi-process barriers by
     # step, so best/ and checkpoints/ saving the same step at once would collide.
-    (self.best if manager is self.latest else self.latest).wait_until_finished()
+    for other in self._managers():
+      if other is not manager:
+        other.wait_until_finished()
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                 meta=ocp.args.JsonSave(meta)))
 
   def meta(self, manager, step: int) -> dict:
     return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-  def restore(self, manager, step: int, target, config, data_hash: str) -> tuple[TrainState, dict]:
-    """State and meta of `step`, after checking that they fit this data and config."""
+  def restore(self, manager, step: int, target, config, data_hash: str, *,
+              ignore: tuple = ()) -> tuple[TrainState, dict]:
+    """State and meta of `step`, after checking that they fit this data and config
+    (fields in `ignore` and `REPORT_ONLY` may differ)."""
     meta = self.meta(manager, step)
     where = f"{manager.directory}/{step}"
     if meta["data_hash"] != data_hash:
       raise ConfigError(f"checkpoint {where} was trained on data with hash {meta['data_hash'][:16]}..., "
                         f"but {config.data.source!r} now hashes to {data_hash[:16]}...: the data "
                         f"changed. Use a new --workdir to train on it.")
-    changes = incompatible_changes(json.loads(meta["config"]), flatten(config))
+    changes = incompatible_changes(json.loads(meta["config"]), flatten(config), ignore=ignore)
     if changes:
       raise ConfigError(f"checkpoint {where} was written with another config; these fields "
                         f"differ: {'; '.join(changes)}. Resume with the same config or use a new "
@@ -183,28 +150,28 @@ class Checkpoints:
     return restored["state"], meta
 
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    for manager in self._managers():
+      manager.wait_until_finished()
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    for manager in self._managers():
+      manager.close()
 
 
-class _Logger:
-  """Metrics as JSON lines (`metrics.jsonl`) and TensorBoard event files, from process 0."""
+class Logger:
+  """Metrics as JSON lines (`metrics.jsonl`) and TensorBoard event files, from process 0 only."""
 
-  def __init__(self, workdir: pathlib.Path, start_step: int, enabled: bool):
-    self.enabled = enabled
-    if not enabled:
+  def __init__(self, folder: pathlib.Path, start_step: int):
+    self.enabled = jax.process_index() == 0
+    if not self.enabled:
       return
-    self.path = workdir / "metrics.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    self.path = folder / "metrics.jsonl"
     if self.path.exists():  # a resumed run rewrites what came after its checkpoint
       kept = [line for line in self.path.read_text().splitlines()
               if line and json.loads(line)["step"] <= start_step]
       self.path.write_text("".join(line + "\n" for line in kept))
-    from tensorboardX import SummaryWriter
-    self.writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=start_step or None)
+    self.writer = SummaryWriter(str(folder / "tensorboard"), purge_step=start_step or None)
 
   def write(self, step: int, split: str, values: dict) -> None:
     if not self.enabled:
@@ -220,7 +187,7 @@ class _Logger:
       self.writer.close()
 
 
-def _check_finite(state, pending: list, first_step: int, checkpoints: Checkpoints) -> dict:
+def _check_finite(state, pending: list, first_step: int, checkpoints, label: str) -> dict:
   """Mean of the pending step metrics; raises NonFiniteError after a NaN/inf step."""
   values = jax.device_get(pending)
   bad = int(host_copy(state.bad_step))
@@ -228,15 +195,224 @@ def _check_finite(state, pending: list, first_step: int, checkpoints: Checkpoint
     metric = BAD_METRICS[int(host_copy(state.bad_metric))]
     row = values[bad - first_step] if 0 <= bad - first_step < len(values) else {}
     shown = ", ".join(f"{k}={float(v):.4g}" for k, v in row.items() if k in ("loss", "grad_norm"))
-    latest = checkpoints.latest.latest_step()
+    latest = checkpoints.latest.latest_step() if checkpoints is not None else None
     kept = (f"the last good checkpoint is step {latest} in {checkpoints.latest.directory}"
             if latest is not None else "no checkpoint was written before it")
-    raise NonFiniteError(f"step {bad}: {metric} is not finite ({shown}); training stopped and the "
-                         f"parameters were not updated from that step on; {kept}. Lower "
+    raise NonFiniteError(f"{label}step {bad}: {metric} is not finite ({shown}); training stopped "
+                         f"and the parameters were not updated from that step on; {kept}. Lower "
                          f"optimizer.learning_rate or optimizer.clip_norm, or check the data for "
                          f"NaN features.")
   return {k: float(np.mean([v[k] for v in values])) for k in values[0]} if values else {}
 
+
+def new_loop_state() -> dict:
+  """The early-stopping counters a fit carries (saved in every checkpoint's meta)."""
+  return {"best_nll": None, "best_step": None, "evals_since_best": 0, "stopped_early": False}
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+
+class Trainer:
+  """One family, optimizer and mesh, and the step compiled once for all its fits.
+
+  Args:
+    config: a checked config (`checked_config`); `train` and `optimizer` are read.
+    family: a family object (`build_family`).
+    example: a batch of the events' arrays (shapes only: `init_state`).
+    mesh: the data mesh (`make_mesh`).
+  """
+
+  def __init__(self, config, family, example: dict, *, mesh):
+    self.config, self.family, self.mesh = config, family, mesh
+    self.optimizer = make_optimizer(config)
+    self.example = {key: example[key][:config.train.batch_size] for key in BATCH_KEYS}
+    self.step_fn = make_train_step(family.model, self.optimizer, family.loss, mesh=mesh)
+    self.sharding = batch_sharding(mesh)
+    self.compiled = None
+    self.compile_seconds = None
+    self.events_per_second = None
+    batch_size = config.train.batch_size
+    if batch_size % mesh.size or batch_size % jax.process_count():
+      raise ConfigError(f"train.batch_size={batch_size} must be a multiple of the {mesh.size} "
+                        f"devices on the data axis and of the {jax.process_count()} processes.")
+
+  def init_state(self, key) -> TrainState:
+    """A fresh TrainState, replicated over the mesh."""
+    model, optimizer, example = self.family.model, self.optimizer, self.example
+    with jax.set_mesh(self.mesh):
+      return jax.jit(lambda k: init_state(model, optimizer, example, k),
+                     out_shardings=replicated(self.mesh))(key)
+
+  def fit(self, state: TrainState, arrays: dict, rows: range, *, until: int, first_step: int,
+          data_seed, step_key, checkpoints: Checkpoints | None = None, logger: Logger | None = None,
+          valid=None, loop: dict | None = None, meta=None, progress: bool = False, say=print,
+          label: str = "") -> tuple[TrainState, dict]:
+    """Train `state` on the events `rows` of `arrays` until `state.step == until`.
+
+    Args:
+      state: the state to continue (its `step` may already be past `first_step`: a resume).
+      arrays: event arrays (BATCH_KEYS, leading axis events).
+      rows: the training events (a window for a walk-forward fold).
+      until: the global step to stop at.
+      first_step: the global step this fit began at; batch t of the fit is step
+        first_step + t, drawn by `batch_indices(t, len(rows), batch_size, data_seed)`.
+      data_seed: int or tuple of ints of the batch order.
+      step_key: the base rng key of the step (dropout, diffusion noise).
+      checkpoints: where to save every `train.checkpoint_every` steps, after
+        each evaluation and at `until` (None: nowhere).
+      logger: where train (and valid) metrics go every `train.log_every` steps.
+      valid: None, or `params -> {"nll_per_event", ...}` run every
+        `train.eval_every` steps and at `until`; the best is saved to
+        `checkpoints.best` and `train.patience` evaluations without a better
+        NLL stop the fit.
+      loop: the early-stopping counters (`new_loop_state()`), updated in place.
+      meta: `loop -> dict`, the JSON saved with each checkpoint.
+      progress: show a progress bar over the steps (process 0 only).
+      label: prefix of messages (e.g. "fold 3: ").
+
+    Returns:
+      (state, {"loss": the last logged mean train loss or None, "stopped_early": bool}).
+    """
+    t = self.config.train
+    batch_size = t.batch_size
+    loop = new_loop_state() if loop is None else loop
+    start = int(host_copy(state.step))
+    info = {"loss": None, "stopped_early": bool(loop["stopped_early"])}
+    if start >= until or loop["stopped_early"]:
+      return state, info
+    n_rows = len(rows)
+    is_main = jax.process_index() == 0
+    meta = meta or (lambda loop: {})
+
+    def indices(step):
+      return rows.start + batch_indices(step - first_step, n_rows, batch_size, data_seed)
+
+    queue: collections.deque = collections.deque()
+
+    def fill(next_step: int) -> int:  # prefetch: two batches ahead of the device
+      while len(queue) < 2 and next_step < until:
+        queue.append(global_batch(arrays, indices(next_step), self.sharding))
+        next_step += 1
+      return next_step
+
+    with jax.set_mesh(self.mesh):
+      queued = fill(start)
+      if self.compiled is None:
+        t0 = time.perf_counter()
+        self.compiled = self.step_fn.lower(state, queue[0], step_key).compile()
+        self.compile_seconds = time.perf_counter() - t0
+        say(f"compiled the train step in {self.compile_seconds:.2f}s ({self.mesh.size} device(s), "
+            f"{jax.process_count()} process(es))")
+      bar = tqdm(total=until, initial=start, unit="step", dynamic_ncols=True, leave=False,
+                 disable=not (is_main and progress))
+      pending, first_pending = [], start
+      timer_step, timer = start, time.perf_counter()
+      for step in range(start, until):
+        batch = queue.popleft()
+        queued = fill(queued)
+        state, step_metrics = self.compiled(state, batch, step_key)
+        pending.append(step_metrics)
+        done = step + 1
+        evaluate_now = valid is not None and (done % t.eval_every == 0 or done == until)
+        save_now = checkpoints is not None and (
+            evaluate_now or done % t.checkpoint_every == 0 or done == until)
+        if done % t.log_every == 0 or save_now or done == until:
+          train_metrics = _check_finite(state, pending, first_pending, checkpoints, label)
+          now = time.perf_counter()
+          rate = (done - timer_step) * batch_size / max(now - timer, 1e-9)
+          train_metrics["events_per_second"] = rate
+          if done - start > t.log_every or start + t.log_every >= until:
+            self.events_per_second = rate  # skip the first interval (warm-up)
+          if logger is not None:
+            logger.write(done, "train", train_metrics)
+          info["loss"] = train_metrics["loss"]
+          bar.set_postfix(loss=f"{train_metrics['loss']:.3f}", events_per_s=f"{rate:,.0f}")
+          bar.update(done - bar.n)
+          pending, first_pending = [], done
+          timer_step, timer = done, now
+        if evaluate_now:
+          scores = valid(host_copy(state.params))
+          if logger is not None:
+            logger.write(done, "valid", _scalars(scores))
+          if loop["best_nll"] is None or scores["nll_per_event"] < loop["best_nll"]:
+            loop.update(best_nll=scores["nll_per_event"], best_step=done, evals_since_best=0)
+            if checkpoints is not None and checkpoints.best is not None:
+              checkpoints.save(checkpoints.best, done, state, meta(loop))
+          else:
+            loop["evals_since_best"] += 1
+          if t.patience and loop["evals_since_best"] >= t.patience:
+            loop["stopped_early"] = True
+        if checkpoints is not None and (save_now or loop["stopped_early"]):
+          checkpoints.save(checkpoints.latest, done, state, meta(loop))
+        if loop["stopped_early"]:
+          say(f"\n{label}stopped early at step {done}: no better validation NLL in {t.patience} "
+              f"evaluations (best {loop['best_nll']:.4f} at step {loop['best_step']})")
+          break
+      bar.close()
+    info["stopped_early"] = bool(loop["stopped_early"])
+    return state, info
+
+
+def _scalars(values: dict) -> dict:
+  return {k: v for k, v in values.items() if isinstance(v, (int, float))}
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+def evaluate(family, params, prepared: Prepared, config, split: str,
+             references: dict[str, np.ndarray] | None = None) -> dict:
+  """Metrics of the family's model (row "model") and of each reference on `split`.
+
+  The model's NLL is the family's own (`family.nll`: exact, or a bound where
+  `family.nll_kind` says so); its hits@k and NDCG@k rank by `family.scores`.
+  References (baselines, the oracle) are score arrays scored by the exact PL
+  likelihood. Every row is `luce.metrics.summary`: weighted by the event
+  weights, ties counted in expectation.
+
+  Returns:
+    name -> {"nll_per_event", "nll_ci95", "hits_at_k", "ndcg_at_k", "events"}.
+  """
+  arrays = prepared.split_arrays(split)
+  size, k = config.train.eval_batch_size, config.data.eval_k
+
+  def summary(scores, nll=None):
+    return metrics.summary(scores, arrays["items"], arrays["available"], arrays["weights"],
+                           kind=prepared.kind, k=k, nll=nll)
+
+  out = {"model": summary(family.scores(params, arrays, size), family.nll(params, arrays, size))}
+  for name, scores in (references or {}).items():
+    out[name] = summary(scores)
+  return out
+
+
+def format_table(results: dict, split: str, k: int, kind: str, nll_kind: str = "exact") -> str:
+  """A text table: one row per model, NLL and its 95% interval first."""
+  first = next(iter(results.values()), {"events": 0})
+  what = ("exact likelihood" if nll_kind == "exact" else
+          "the model's row an upper bound (MD4 ELBO), the rest exact")
+  lines = [f"{split}: {first['events']} events, NLL in nats per event ({what}; "
+           f"{'set' if kind == 'set' else 'ranking'} likelihood)",
+           f"  {'':<12}{'nll':>12}  {'95% CI':>19}{f'hits@{k}':>10}{f'ndcg@{k}':>10}"]
+  for name, r in results.items():
+    lo, hi = r["nll_ci95"]
+    lines.append(f"  {name:<12}{r['nll_per_event']:>12.4f}  [{lo:>8.4f}, {hi:>8.4f}]"
+                 f"{r['hits_at_k']:>10.3f}{r['ndcg_at_k']:>10.3f}")
+  return "\n".join(lines)
+
+
+def write_eval(workdir: pathlib.Path, split: str, step, family, config, kind: str, results: dict,
+               **extra) -> pathlib.Path:
+  """WORKDIR/eval_SPLIT.json: the table's numbers, saying which NLL each row is."""
+  path = pathlib.Path(workdir) / f"eval_{split}.json"
+  if jax.process_index() == 0:
+    path.write_text(json.dumps(
+        {"split": split, "step": step, "source": config.data.source, "kind": kind,
+         "family": family.name, "nll": family.nll_kind, **extra, "models": results},
+        indent=2) + "\n")
+  return path
+
+
+# ---- luce-train ---------------------------------------------------------------------------------
 
 def train_and_evaluate(config, workdir, *, devices=None) -> dict:
   """Train the config's model in `workdir` (resuming from its latest
@@ -244,21 +420,18 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
 
   Args:
     config: a ConfigDict from `configs/*.py` (or a nested dict naming some of
-      the fields of configs/common.py; the rest keep their defaults).
+      the fields of `base_config()`; the rest keep their defaults).
     workdir: folder for checkpoints/, best/, metrics.jsonl, tensorboard/,
       config.json and eval_valid.json; created if absent.
     devices: devices of the data mesh (default all, or `config.mesh.data` of them).
 
   Returns:
-    {"valid": name -> metrics (model, baselines, oracle), "step": steps done,
-     "compile_seconds": ..., "events_per_second": steady-state training rate}.
+    {"valid": name -> metrics (model, baselines, oracle), "family", "nll"
+     ("exact" or "bound": the model row's NLL), "step": steps done,
+     "best_step", "final_params", "compile_seconds", "events_per_second":
+     steady-state training rate} — the same keys for every family.
   """
   config = checked_config(config)
-  if config.model.family not in ("pl", "diffusion"):
-    raise ConfigError(f"model.family={config.model.family!r}; valid: pl, diffusion.")
-  if config.model.family == "diffusion":  # same step, checkpoints and metrics; its own eval
-    from luce.diffusion import train_diffusion
-    return train_diffusion(config, workdir)
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   if is_main:
@@ -268,143 +441,82 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
   t_data = time.perf_counter()
   prepared = prepare(config)
   train = prepared.arrays["train"]
-  mesh = make_mesh(config.mesh.data, devices)
-  batch_size, n_train = config.train.batch_size, len(train["items"])
-  if batch_size % mesh.size or batch_size % jax.process_count():
-    raise ConfigError(f"train.batch_size={batch_size} must be a multiple of the {mesh.size} devices "
-                      f"on the data axis and of the {jax.process_count()} processes.")
-  if n_train < batch_size:
-    raise ConfigError(f"train.batch_size={batch_size} is larger than the {n_train} training events.")
-  baselines = baseline_scores(prepared, config)
-  references = reference_scores(prepared, config, "valid", baselines)
+  n_train = len(train["items"])
+  if n_train < config.train.batch_size:
+    raise ConfigError(f"train.batch_size={config.train.batch_size} is larger than the {n_train} "
+                      f"training events.")
+  references = reference_scores(prepared, config, "valid", baseline_scores(prepared, config))
   say(f"data: {config.data.source} ({prepared.kind}, {len(prepared.table)} events, "
       f"{prepared.n_items} items; train/valid/test {n_train}/{len(prepared.split_range('valid'))}/"
       f"{len(prepared.split_range('test'))}) ready in {time.perf_counter() - t_data:.1f}s")
 
-  model = build_model(config, prepared)
-  optimizer = make_optimizer(config)
+  family = build_family(config, prepared)
+  mesh = make_mesh(config.mesh.data, devices)
+  trainer = Trainer(config, family, train, mesh=mesh)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  example = {k: train[k][:batch_size] for k in BATCH_KEYS}
-  with jax.set_mesh(mesh):
-    state = jax.jit(lambda key: init_state(model, optimizer, example, key),
-                    out_shardings=replicated(mesh))(init_key)
+  state = trainer.init_state(init_key)
   checkpoints = Checkpoints(workdir, config)
-  loop = {"best_nll": None, "best_step": None, "evals_since_best": 0, "stopped_early": False}
-  start = 0
+  loop = new_loop_state()
   latest = checkpoints.latest.latest_step()
   if latest is not None:
-    state, meta = checkpoints.restore(checkpoints.latest, latest, state, config, prepared.data_hash)
-    loop = meta["loop"]
-    start = int(host_copy(state.step))
-    say(f"resumed from {checkpoints.latest.directory}/{latest} (step {start})")
+    state, saved = checkpoints.restore(checkpoints.latest, latest, state, config, prepared.data_hash,
+                                       ignore=BACKTEST_ONLY)
+    loop = saved["loop"]
+    say(f"resumed from {checkpoints.latest.directory}/{latest} (step {int(host_copy(state.step))})")
   if is_main:
     (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
 
-  def meta() -> dict:
+  def meta(loop) -> dict:
     return {"config": config_json(config), "data_hash": prepared.data_hash, "loop": dict(loop),
-            "source": config.data.source}
+            "source": config.data.source, "family": family.name}
 
-  logger = _Logger(workdir, start, is_main)
-  step_fn = make_train_step(model, optimizer, pl_loss(prepared.kind), mesh=mesh)
-  sharding = batch_sharding(mesh)
-  num_steps, t = config.train.num_steps, config.train
-  result = {"step": start, "compile_seconds": None, "events_per_second": None}
+  def valid(params):
+    return evaluate(family, params, prepared, config, "valid")["model"]
 
-  with jax.set_mesh(mesh):
-    queue: collections.deque = collections.deque()
+  logger = Logger(workdir, int(host_copy(state.step)))
+  try:
+    state, _ = trainer.fit(state, train, range(n_train), until=config.train.num_steps, first_step=0,
+                           data_seed=config.seed, step_key=step_key, checkpoints=checkpoints,
+                           logger=logger, valid=valid, loop=loop, meta=meta,
+                           progress=bool(config.train.progress_bar), say=say)
+    checkpoints.wait()
+    final_params = host_copy(state.params)
+    # Report the best checkpoint's validation metrics beside the references.
+    best_step = checkpoints.best.latest_step()
+    params = final_params
+    if best_step is not None:
+      best, _ = checkpoints.restore(checkpoints.best, best_step, state, config, prepared.data_hash,
+                                    ignore=BACKTEST_ONLY)
+      params = host_copy(best.params)
+    results = evaluate(family, params, prepared, config, "valid", references)
+  finally:
+    logger.close()
+    checkpoints.close()
+  say(format_table(results, f"validation (best step {best_step})", config.data.eval_k,
+                   prepared.kind, family.nll_kind))
+  write_eval(workdir, "valid", best_step, family, config, prepared.kind, results)
+  return {"valid": results, "family": family.name, "nll": family.nll_kind,
+          "step": int(host_copy(state.step)), "best_step": best_step, "final_params": final_params,
+          "compile_seconds": trainer.compile_seconds, "events_per_second": trainer.events_per_second}
 
-    def fill(next_step: int) -> int:
-      while len(queue) < 2 and next_step < num_steps:
-        queue.append(global_batch(train, batch_indices(next_step, n_train, batch_size, config.seed),
-                                  sharding))
-        next_step += 1
-      return next_step
 
-    if start < num_steps and not loop["stopped_early"]:
-      queued = fill(start)
-      t0 = time.perf_counter()
-      step_compiled = step_fn.lower(state, queue[0], step_key).compile()
-      result["compile_seconds"] = time.perf_counter() - t0
-      say(f"compiled the train step in {result['compile_seconds']:.2f}s "
-          f"({mesh.size} device(s), {jax.process_count()} process(es))")
-      from tqdm import tqdm
-      bar = tqdm(total=num_steps, initial=start, unit="step", dynamic_ncols=True,
-                 disable=not (is_main and t.progress_bar))
-      pending, first_pending = [], start
-      timer_step, timer = start, time.perf_counter()
-      for step in range(start, num_steps):
-        batch = queue.popleft()
-        queued = fill(queued)
-        state, metrics = step_compiled(state, batch, step_key)
-        pending.append(metrics)
-        done = step + 1
-        evaluate_now = done % t.eval_every == 0 or done == num_steps
-        save_now = evaluate_now or done % t.checkpoint_every == 0
-        if done % t.log_every == 0 or save_now:
-          train_metrics = _check_finite(state, pending, first_pending, checkpoints)
-          now = time.perf_counter()
-          rate = (done - timer_step) * batch_size / max(now - timer, 1e-9)
-          train_metrics["events_per_second"] = rate
-          if done - start > t.log_every or start + t.log_every >= num_steps:
-            result["events_per_second"] = rate  # skip the first interval (warm-up)
-          logger.write(done, "train", train_metrics)
-          bar.set_postfix(loss=f"{train_metrics['loss']:.3f}", events_per_s=f"{rate:,.0f}")
-          bar.update(done - bar.n)
-          pending, first_pending = [], done
-          timer_step, timer = done, now
-        if evaluate_now:
-          params = host_copy(state.params)
-          scores = predict_scores(model, params, prepared.arrays["valid"], t.eval_batch_size)
-          valid = evaluate(prepared, config, "valid", {"model": scores})["model"]
-          logger.write(done, "valid", valid)
-          if loop["best_nll"] is None or valid["nll_per_event"] < loop["best_nll"]:
-            loop.update(best_nll=valid["nll_per_event"], best_step=done, evals_since_best=0)
-            checkpoints.save(checkpoints.best, done, state, meta())
-          else:
-            loop["evals_since_best"] += 1
-          if t.patience and loop["evals_since_best"] >= t.patience:
-            loop["stopped_early"] = True
-        if save_now or loop["stopped_early"]:
-          checkpoints.save(checkpoints.latest, done, state, meta())
-        if loop["stopped_early"]:
-          say(f"\nstopped early at step {done}: no better validation NLL in {t.patience} "
-              f"evaluations (best {loop['best_nll']:.4f} at step {loop['best_step']})")
-          break
-      bar.close()
-  checkpoints.wait()
-  result["step"] = int(host_copy(state.step))
-  result["final_params"] = host_copy(state.params)
-
-  # Report the best checkpoint's validation metrics beside the references.
-  best_step = checkpoints.best.latest_step()
-  params = result["final_params"]
-  if best_step is not None:
-    params = checkpoints.restore(checkpoints.best, best_step, state, config, prepared.data_hash)[0].params
-    params = host_copy(params)
-  scores = predict_scores(model, params, prepared.arrays["valid"], t.eval_batch_size)
-  valid = evaluate(prepared, config, "valid", {"model": scores, **references})
-  result["valid"] = valid
-  result["best_step"] = best_step
-  say(format_table(valid, f"validation (best step {best_step})", config.data.eval_k, prepared.kind))
-  if is_main:
-    (workdir / "eval_valid.json").write_text(json.dumps(
-        {"split": "valid", "step": best_step, "source": config.data.source, "kind": prepared.kind,
-         "nll": "exact", "models": valid}, indent=2) + "\n")
-  logger.close()
-  checkpoints.close()
-  return result
-
+# ---- loading a run (luce-eval, luce-predict) ----------------------------------------------------
 
 class Run:
-  """A trained run loaded from its workdir: config, data, model and parameters.
+  """A trained run loaded from its workdir: config, data, family and parameters.
 
-  Attributes: config, prepared (Prepared), model (PLScorer), params (numpy
-  pytree), step (the checkpoint's step), checkpoint ("best" or "latest").
+  Attributes: config, prepared (Prepared), family (its `model` is the Flax
+  module), params (numpy pytree), step (the checkpoint's step), checkpoint
+  ("best" or "latest").
   """
 
-  def __init__(self, config, prepared, model, params, step, checkpoint):
-    self.config, self.prepared, self.model = config, prepared, model
+  def __init__(self, config, prepared, family, params, step, checkpoint):
+    self.config, self.prepared, self.family = config, prepared, family
     self.params, self.step, self.checkpoint = params, step, checkpoint
+
+  @property
+  def model(self):
+    return self.family.model
 
 
 def load_run(workdir, *, checkpoint: str = "best") -> Run:
@@ -418,16 +530,11 @@ def load_run(workdir, *, checkpoint: str = "best") -> Run:
   if not config_path.exists():
     raise ConfigError(f"--workdir={workdir}: no config.json there; it is not a luce-train run "
                       f"folder (train one with luce-train --config=... --workdir={workdir}).")
-  import ml_collections
   config = checked_config(ml_collections.ConfigDict(json.loads(config_path.read_text())))
   prepared = prepare(config)
-  model = build_model(config, prepared)
-  if config.model.family == "diffusion":
-    from luce.diffusion import build_diffusion_model
-    model = build_diffusion_model(config, prepared)
-  optimizer = make_optimizer(config)
-  example = {k: prepared.arrays["train"][k][:1] for k in BATCH_KEYS}
-  state = jax.jit(lambda key: init_state(model, optimizer, example, key))(jax.random.key(0))
+  family = build_family(config, prepared)
+  trainer = Trainer(config, family, prepared.arrays["train"], mesh=make_mesh(1))
+  state = trainer.init_state(jax.random.key(0))
   checkpoints = Checkpoints(workdir, config)
   try:
     manager = checkpoints.best if checkpoint == "best" else checkpoints.latest
@@ -437,20 +544,14 @@ def load_run(workdir, *, checkpoint: str = "best") -> Run:
       step = manager.latest_step()
     if step is None:
       raise ConfigError(f"--workdir={workdir}: no checkpoint in best/ or checkpoints/ yet.")
-    state, _ = checkpoints.restore(manager, step, state, config, prepared.data_hash)
+    state, _ = checkpoints.restore(manager, step, state, config, prepared.data_hash,
+                                   ignore=BACKTEST_ONLY)
   finally:
     checkpoints.close()
-  return Run(config, prepared, model, host_copy(state.params), step, checkpoint)
+  return Run(config, prepared, family, host_copy(state.params), step, checkpoint)
 
 
 def evaluate_run(run: Run, split: str) -> dict:
   """Metrics of the run's model, every baseline and (synthetic data) the oracle on `split`."""
-  if run.config.model.family == "diffusion":
-    from luce.diffusion import evaluate_diffusion_run
-    return evaluate_diffusion_run(run, split)
-  arrays = run.prepared.arrays[split] if split in run.prepared.arrays else None
-  if arrays is None:
-    run.prepared.split_range(split)  # raises with the valid names
-  scores = predict_scores(run.model, run.params, arrays, run.config.train.eval_batch_size)
-  return evaluate(run.prepared, run.config, split,
-                  {"model": scores, **reference_scores(run.prepared, run.config, split)})
+  references = reference_scores(run.prepared, run.config, split)
+  return evaluate(run.family, run.params, run.prepared, run.config, split, references)

@@ -2,31 +2,50 @@
 
 from __future__ import annotations
 
+import jax
+import numpy as np
+import pyarrow as pa
+
+from luce import metrics
+from luce.errors import ConfigError
+from luce.train._data import reference_scores
+
 
 def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
-  """(pyarrow.Table of predictions, mean hits@k of top_k) for `split`'s events."""
-  import jax
-  import numpy as np
-  import pyarrow as pa
+  """(pyarrow.Table of predictions, {name: mean hits@k}) for `split`'s events.
 
-  from luce import eval_metrics
-  from luce.errors import ConfigError
+  One row per event: `event_id`, `time`, `inclusion_prob` (float32[n]: each
+  item's probability of being in the event, counted over `draws` events
+  sampled from the model), `top_k` (int32[k]: the k available items with the
+  highest scores, best first, ties by lower item id), `samples` (S sampled
+  events of k items) and `scores` (float32[n]: the family's item scores,
+  what hits@k ranks by). The table's schema metadata says what each column is.
 
-  arrays = run.prepared.arrays[split]
+  The hits are `luce.metrics.hits_at_k` of the model's scores and of every
+  baseline (ties in expectation: a constant scorer gets exactly k²/n when the
+  event lists k of n items) — the same numbers luce-eval reports.
+  """
+  arrays = run.prepared.split_arrays(split)
   rows = run.prepared.split_range(split)
-  if not 1 <= k <= int(arrays["available"].sum(axis=1).min()):
+  fewest = int(arrays["available"].sum(axis=1).min())
+  if not 1 <= k <= fewest:
     raise ConfigError(f"--k={k} must be between 1 and the fewest available items in an event "
-                      f"({int(arrays['available'].sum(axis=1).min())}).")
-  if samples < 0 or draws < 1:
-    raise ConfigError(f"--samples={samples} must be >= 0 and --draws={draws} >= 1.")
+                      f"of {split} ({fewest}).")
+  if samples < 0:
+    raise ConfigError(f"--samples={samples} must be >= 0.")
+  if draws < 1:
+    raise ConfigError(f"--draws={draws} must be >= 1: inclusion_prob is counted over the draws.")
+  family, params = run.family, run.params
   key_samples, key_draws = jax.random.split(jax.random.key(seed))
-  if run.config.model.family == "diffusion":
-    scores, inclusion, drawn = _predict_diffusion(run, arrays, k, samples, draws,
-                                                  key_samples, key_draws)
-  else:
-    scores, inclusion, drawn = _predict_pl(run, arrays, k, samples, draws, key_samples, key_draws)
-  top = eval_metrics.top_k(scores, arrays["available"], k)
-  hits = float(eval_metrics.hits_at_k(scores, arrays["items"], arrays["available"], k).mean())
+  size = run.config.train.eval_batch_size
+  scores = family.scores(params, arrays, size)
+  inclusion = family.inclusion(params, arrays, key_draws, draws, k)
+  drawn = family.sample(params, arrays, key_samples, samples, k)
+  top = np.asarray(metrics.top_k_items(scores, arrays["available"], k))
+  hits = {}
+  for name, s in {"model": scores, **reference_scores(run.prepared, run.config, split)}.items():
+    hits[name] = float(np.mean(np.asarray(
+        metrics.hits_at_k(s, arrays["items"], arrays["available"], k=k), np.float64)))
   table = run.prepared.table.slice(rows.start, rows.stop)
 
   def lists(a, dtype):
@@ -40,53 +59,14 @@ def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
       "samples": pa.array([x.tolist() for x in drawn], type=pa.list_(pa.list_(pa.int32()))),
       "scores": lists(scores, pa.float32()),
   })
-  return out, hits
-
-
-def _predict_pl(run, arrays, k, samples, draws, key_samples, key_draws):
-  """Scores, Monte Carlo inclusion probabilities and sampled lists of a PL run."""
-  import jax
-  import numpy as np
-
-  import luce
-  from luce.train import predict_scores
-
-  n = run.prepared.n_items
-  scores = predict_scores(run.model, run.params, arrays, run.config.train.eval_batch_size)
-  forbidden = ~arrays["available"]
-  sample = jax.jit(lambda key, s, f, count: luce.pl_sample(
-      key, jax.numpy.broadcast_to(s, (count,) + s.shape), k, forbidden=f), static_argnums=3)
-  inclusion = np.zeros((len(scores), n), np.float32)
-  drawn = np.zeros((len(scores), samples, k), np.int32)
-  for i in range(len(scores)):
-    lists = np.asarray(sample(jax.random.fold_in(key_draws, i), scores[i], forbidden[i], draws))
-    np.add.at(inclusion[i], lists.reshape(-1), 1.0 / draws)
-    if samples:
-      drawn[i] = np.asarray(sample(jax.random.fold_in(key_samples, i), scores[i], forbidden[i], samples))
-  return scores, inclusion, drawn
-
-
-def _predict_diffusion(run, arrays, k, samples, draws, key_samples, key_draws):
-  """The same columns for a Discrete Subset Diffusion run: inclusion
-  probabilities from `draws` sampled sets per event, `scores` = their log
-  (−inf for items never drawn), samples from the exact (steps = k) sampler."""
-  import numpy as np
-
-  from luce.diffusion import sample_for_events
-  from luce.errors import ConfigError
-
-  if k != run.model.k:
-    raise ConfigError(f"--k={k}: a diffusion model samples sets of exactly k = {run.model.k} "
-                      f"items; leave --k out or pass --k={run.model.k}.")
-  # Each chunk holds events × draws sampler rows: keep it near 20k rows.
-  sets = sample_for_events(run.model, run.params, arrays, key_draws, draws,
-                           batch_size=max(1, 20000 // draws))
-  m, n = len(sets), run.prepared.n_items
-  inclusion = np.zeros((m, n), np.float32)
-  np.add.at(inclusion, (np.repeat(np.arange(m), draws * k), sets.reshape(-1)), 1.0 / draws)
-  drawn = np.zeros((m, samples, k), np.int32)
-  if samples:
-    drawn = sample_for_events(run.model, run.params, arrays, key_samples, samples)
-  with np.errstate(divide="ignore"):
-    scores = np.where(arrays["available"], np.log(inclusion), -np.inf).astype(np.float32)
-  return scores, inclusion, drawn
+  described = {
+      "luce.family": family.name, "luce.split": split, "luce.step": str(run.step),
+      "luce.k": str(k), "luce.draws": str(draws), "luce.seed": str(seed),
+      "luce.source": run.config.data.source,
+      "luce.items": "item ids are the catalog's (see luce.data.read(source).catalog)",
+      "luce.inclusion_prob": f"fraction of {draws} sampled events holding each item",
+      "luce.top_k": f"the {k} available items with the highest scores, ties by lower id",
+      "luce.scores": ("PL log-weights" if family.name == "pl" else
+                      "first-pick logits of the denoiser (nothing visible)"),
+  }
+  return out.replace_schema_metadata(described), hits

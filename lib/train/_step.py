@@ -1,4 +1,4 @@
-"""The train state, the optimizer from a config, the PL loss and the jitted train step."""
+"""The train state, the optimizer from a config and the jitted train step."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from luce.errors import ConfigError
-from luce.eval_metrics import event_nll
 
-# Keys of a batch the step reads (a subset of `luce.data.model_arrays`).
-BATCH_KEYS = ("items", "available", "weights", "item_features", "event_features")
 # Codes of `TrainState.bad_metric`: which metric first went non-finite.
 BAD_METRICS = {0: "none", 1: "loss", 2: "grad_norm"}
 
@@ -59,14 +56,6 @@ def make_optimizer(config) -> optax.GradientTransformation:
   parts = [optax.clip_by_global_norm(opt.clip_norm)] if opt.clip_norm > 0 else []
   parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay))
   return optax.chain(*parts)
-
-
-def pl_loss(kind: str) -> Callable:
-  """`loss(scores, batch) -> float32[B]`: the event NLL in nats (PL over the
-  available items; the set likelihood for kind "set")."""
-  def loss(scores, batch):
-    return event_nll(scores, batch["items"], batch["available"], kind=kind)
-  return loss
 
 
 def init_state(model, optimizer, example_batch, key) -> TrainState:
@@ -117,7 +106,8 @@ def make_train_step(model, optimizer: optax.GradientTransformation, loss: Callab
     model: a Flax module whose `apply({"params": p}, batch, deterministic=...)`
       returns float[B, n] scores.
     optimizer: an optax transformation.
-    loss: `(scores, batch) -> float[B]` per-event loss (e.g. `pl_loss(kind)`).
+    loss: `(output, batch) -> float[B]` per-event loss (a family's `loss`, e.g.
+      `luce.losses.pl_loss(kind)`).
     mesh: a Mesh with a "data" axis (`make_mesh`); batches are sharded over it
       and the state replicated. None: the default device.
     donate: donate the input state's buffers to the output (saves a copy of
