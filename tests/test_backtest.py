@@ -173,7 +173,7 @@ def test_launcher_writes_the_report(tmp_path, rng):
   assert "Verdict" in (report / "report.md").read_text()
 
 
-def test_diffusion_family_walks_forward_and_resumes(tmp_path):
+def test_diffusion_family_walks_forward_and_resumes(table_path, tmp_path):
   table = synthetic_pl(n_items=8, k=3, n_events=110, kind="set", seed=4).table
   path = tmp_path / "sets.parquet"
   luce.data.write(table, path)
@@ -207,9 +207,11 @@ def test_diffusion_family_walks_forward_and_resumes(tmp_path):
   assert result["models"]["model"]["nll"] == pytest.approx(float(nll.mean()), rel=1e-6)
   assert set(result["skill"]) == {"uniform", "frequency", "recency", "static"}
   assert result["models"]["uniform"]["hits"] == pytest.approx(9 / 8, abs=1e-6)  # k²/n on sets
-  # Running again resumes after the last fold and changes nothing; eval_k must be the set size.
+  # Running again resumes after the last fold and changes nothing.
   again = le.walk_forward(config, tmp_path / "run", **quiet)
   np.testing.assert_array_equal(again.nll["model"], nll)
-  bad = dict(config, data={**config["data"], "eval_k": 2})
-  with pytest.raises(luce.ConfigError, match="eval_k"):
-    le.walk_forward(bad, tmp_path / "bad", **quiet)
+  # Rankings are refused with the fix in the message.
+  ranked = _config(f"events:{table_path[1]}")
+  ranked["model"] = {**ranked["model"], "family": "diffusion"}
+  with pytest.raises(luce.ConfigError, match="unordered sets.*model.family='pl'"):
+    le.walk_forward(ranked, tmp_path / "ranked", **quiet)

@@ -80,6 +80,7 @@ class DiffusionFamily:
   """The family object of `model.family = "diffusion"` (see `luce.models.PLFamily`)."""
   name = "diffusion"
   batch_keys = BATCH_KEYS
+  scores_meaning = "first-pick logits of the denoiser (nothing visible, r = k)"
 
   def __init__(self, model_config, *, n_items: int, kind: str, k: int, item_names: Sequence[str]):
     if kind != "set":

@@ -153,9 +153,9 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       f"{len(folds)} folds of {b.retrain_every} ({b.window} window)")
 
   family = build_family(config, prepared)  # refuses what a family cannot model
-  if family.name == "diffusion" and config.data.eval_k != prepared.k:
-    raise ConfigError(f"model.family=diffusion draws whole sets of k = {prepared.k}: set "
-                      f"data.eval_k={prepared.k} (got {config.data.eval_k}).")
+  # Calibration compares P(item in the event) with what happened: the observed
+  # set for sets (draws of the set's size), the observed top eval_k for rankings.
+  draw_k = prepared.k if prepared.kind == "set" else config.data.eval_k
   # Constant learning rate after warmup: each refit continues the last one, so a
   # schedule decaying over one fit would leave later folds untrained.
   train_config = ml_collections.ConfigDict(config.to_dict())
@@ -216,9 +216,7 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       scores[part] = family.scores(params, chunk, size)[:e - s]
       nll[part] = family.nll(params, chunk, size)[:e - s]
       key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003 + f)
-      inclusion[part] = family.inclusion(params, chunk, key, b.calibration_samples,
-                                         prepared.k if family.name == "diffusion"
-                                         else config.data.eval_k)[:e - s]
+      inclusion[part] = family.inclusion(params, chunk, key, b.calibration_samples, draw_k)[:e - s]
       seconds["predict"] += time.perf_counter() - t_pred
       if is_main:
         np.savez(progress_path, scores=scores, nll=nll, inclusion=inclusion, folds_done=f + 1)

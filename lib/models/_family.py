@@ -7,6 +7,7 @@ A family bundles a Flax module with how it is trained and scored:
   family.scores(params, arrays)     float32[m, n] item scores (what hits@k and NDCG rank by)
   family.nll(params, arrays)        float64[m] per-event NLL in nats, exact or a bound
   family.nll_kind                   "exact" or "bound": which `nll` is
+  family.scores_meaning             what `scores` are, in words (luce-predict writes it)
   family.sample(params, arrays, key, samples, k)   int32[m, samples, k] sampled events
   family.inclusion(params, arrays, key, draws, k)  float32[m, n] P(item in the event)
 
@@ -64,6 +65,7 @@ class PLFamily:
   name = "pl"
   nll_kind = "exact"
   batch_keys = BATCH_KEYS
+  scores_meaning = "PL log-weights (P(i first) is the softmax over the available items)"
 
   def __init__(self, model_config, *, n_items: int, kind: str, k: int, item_names: Sequence[str]):
     m = model_config

@@ -21,7 +21,7 @@ and for every walk-forward fold, and both families return the same keys.
 use it directly to write another loop.
 """
 
-from luce.train._config import (BACKTEST_ONLY, FAMILIES, REPORT_ONLY, base_config,
+from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, REPORT_ONLY, base_config,
                                 checked_config, config_json, flatten, incompatible_changes)
 from luce.train._data import (SPLITS, Prepared, baseline_scores, prepare, reference_scores,
                               split_bounds)

@@ -82,10 +82,12 @@ def base_config() -> ml_collections.ConfigDict:
 # may differ between a run and the run (or backtest) it resumes.
 REPORT_ONLY = (
     "train.log_every", "train.progress_bar", "train.async_checkpoints", "train.eval_batch_size",
-    "train.max_to_keep", "train.checkpoint_every", "data.eval_k", "backtest.portfolio_k", "backtest.cost_bps",
+    "train.max_to_keep", "train.checkpoint_every", "backtest.portfolio_k", "backtest.cost_bps",
     "backtest.bootstrap_samples", "backtest.block", "backtest.level", "backtest.calibration_bins")
-# What only luce-backtest reads: a luce-train run resumes whatever they are.
-BACKTEST_ONLY = tuple(f"backtest.{name}" for name in base_config().backtest)
+# What a luce-train run never reads when it trains: it resumes whatever they are
+# (the backtest section; data.eval_k, which only its report uses, while a
+# backtest's calibration draws of rankings depend on it).
+TRAIN_REPORT_ONLY = tuple(f"backtest.{name}" for name in base_config().backtest) + ("data.eval_k",)
 
 
 def flatten(config, prefix: str = "") -> dict:

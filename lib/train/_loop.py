@@ -25,7 +25,7 @@ from tqdm import tqdm
 from luce import metrics
 from luce.errors import ConfigError, NonFiniteError
 from luce.models import BATCH_KEYS
-from luce.train._config import (BACKTEST_ONLY, FAMILIES, checked_config, config_json, flatten,
+from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, checked_config, config_json, flatten,
                                 incompatible_changes)
 from luce.train._data import Prepared, baseline_scores, prepare, reference_scores
 from luce.train._step import (BAD_METRICS, TrainState, batch_sharding, host_copy, init_state,
@@ -460,7 +460,7 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
   latest = checkpoints.latest.latest_step()
   if latest is not None:
     state, saved = checkpoints.restore(checkpoints.latest, latest, state, config, prepared.data_hash,
-                                       ignore=BACKTEST_ONLY)
+                                       ignore=TRAIN_REPORT_ONLY)
     loop = saved["loop"]
     say(f"resumed from {checkpoints.latest.directory}/{latest} (step {int(host_copy(state.step))})")
   if is_main:
@@ -486,7 +486,7 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
     params = final_params
     if best_step is not None:
       best, _ = checkpoints.restore(checkpoints.best, best_step, state, config, prepared.data_hash,
-                                    ignore=BACKTEST_ONLY)
+                                    ignore=TRAIN_REPORT_ONLY)
       params = host_copy(best.params)
     results = evaluate(family, params, prepared, config, "valid", references)
   finally:
@@ -545,7 +545,7 @@ def load_run(workdir, *, checkpoint: str = "best") -> Run:
     if step is None:
       raise ConfigError(f"--workdir={workdir}: no checkpoint in best/ or checkpoints/ yet.")
     state, _ = checkpoints.restore(manager, step, state, config, prepared.data_hash,
-                                   ignore=BACKTEST_ONLY)
+                                   ignore=TRAIN_REPORT_ONLY)
   finally:
     checkpoints.close()
   return Run(config, prepared, family, host_copy(state.params), step, checkpoint)

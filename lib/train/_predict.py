@@ -66,7 +66,6 @@ def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
       "luce.items": "item ids are the catalog's (see luce.data.read(source).catalog)",
       "luce.inclusion_prob": f"fraction of {draws} sampled events holding each item",
       "luce.top_k": f"the {k} available items with the highest scores, ties by lower id",
-      "luce.scores": ("PL log-weights" if family.name == "pl" else
-                      "first-pick logits of the denoiser (nothing visible)"),
+      "luce.scores": family.scores_meaning,
   }
   return out.replace_schema_metadata(described), hits
