@@ -98,3 +98,27 @@ def test_denoiser_fields_are_settable_and_checked():
     luce.train.checked_config({"model": {"mixer": "mlp"}})
   with pytest.raises(ConfigError, match="model.family='gan'; valid: pl, diffusion"):
     luce.train.checked_config({"model": {"family": "gan"}})
+
+
+def test_sets_above_the_exact_limit_report_the_bound_and_say_so(tmp_path):
+  """k = 13 > EXACT_MAX_K: the model row is the MD4 upper bound, labelled as one."""
+  c = _config("diffusion")
+  c.data.source = "synthetic:set?n_items=16&k=13&n_events=120"
+  c.data.eval_k = 13
+  c.train.update(batch_size=16, num_steps=4, log_every=2, eval_every=2, checkpoint_every=2)
+  result = luce.train.train_and_evaluate(c, tmp_path)
+  assert result["nll"] == "bound"
+  valid = result["valid"]
+  # log C(16, 13) = log 560 for uniform; the exact PL set likelihood of the oracle is
+  # below it, and the model's bound is a finite upper bound on its own NLL.
+  assert abs(valid["uniform"]["nll_per_event"] - np.log(560)) < 1e-3
+  assert np.isfinite(valid["model"]["nll_per_event"]) and valid["model"]["nll_per_event"] > 0
+  saved = json.loads((tmp_path / "eval_valid.json").read_text())
+  assert saved["nll"] == "bound"
+  run = luce.train.load_run(tmp_path)
+  table = luce.train.format_table(luce.train.evaluate_run(run, "valid"), "valid", 13, "set",
+                                  run.family.nll_kind)
+  assert "upper bound" in table
+  # Deterministic: the bound's Monte Carlo keys are fixed.
+  again = run.family.nll(run.params, run.prepared.arrays["valid"])
+  np.testing.assert_array_equal(again, run.family.nll(run.params, run.prepared.arrays["valid"]))
