@@ -28,6 +28,7 @@ from luce.data._table import (
 )
 from luce.data._validate import Problem, Provenance, find_problems, validate
 from luce.data._features import (
+    rank_scores,
     FeatureConfig,
     Features,
     build_features,

@@ -20,7 +20,7 @@ import numpy as np
 from luce.data._table import EventTable, list_column
 from luce.errors import ConfigError, DataError
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,16 @@ class FeatureConfig:
       rankings).
     calendar: per-event time features (weekday, season, gap to the previous event).
     static: per-item features from the catalog (group one-hot, catalog features).
+    covariates: per-event item covariates (`cov_*` columns: what is known about
+      each available item before the event, e.g. an F1 driver's grid slot and
+      team). A numeric covariate X gives `cov_X` (its value; luce.train
+      standardises it with training-window statistics) and `covz_X` (its
+      z-score across the event's available items). A categorical covariate
+      (a team) gives group history: `grp_X_rate_h`, the mean outcome score of
+      the item's group over its entries in the last h events (rank score for
+      rankings, inclusion for sets), and `grp_X_new`, 1 when the group has no
+      entry in the last max(h) events (an unseen or returning level).
+    group_horizons: the h of the group-history features.
     dtype: storage dtype of the feature arrays, "float32" or "float16".
   """
   last: int = 4
@@ -46,12 +56,16 @@ class FeatureConfig:
   ranks: bool | None = None
   calendar: bool = True
   static: bool = True
+  covariates: bool = True
+  group_horizons: tuple[int, ...] = (5, 20)
   dtype: str = "float32"
 
   def __post_init__(self):
     if self.last < 0 or any(h < 1 for h in self.horizons):
       raise ConfigError(f"FeatureConfig: last={self.last} must be >= 0 and horizons="
                         f"{self.horizons} >= 1.")
+    if any(h < 1 for h in self.group_horizons):
+      raise ConfigError(f"FeatureConfig: group_horizons={self.group_horizons} must be >= 1.")
     if self.dtype not in ("float32", "float16"):
       raise ConfigError(f"FeatureConfig.dtype={self.dtype!r}; valid: float32, float16.")
 
@@ -201,6 +215,70 @@ def static_items(table: EventTable) -> tuple[np.ndarray, tuple[str, ...]]:
   return np.concatenate(cols, axis=1), tuple(names)
 
 
+def outcome_scores(table: EventTable) -> np.ndarray:
+  """float32[m, n]: how well each item did in each event, in [0, 1]: the rank
+  score for rankings (1 for the winner), inclusion for sets, 0 if not listed."""
+  if table.kind == "set":
+    return table.inclusion_matrix().astype(np.float32)
+  return rank_scores(table)
+
+
+def covariate_features(table: EventTable, config: FeatureConfig) -> tuple[np.ndarray, tuple[str, ...]]:
+  """[m, n, c] features of the per-event item covariates (see FeatureConfig.covariates).
+
+  Covariates of event t are known before it (a grid is set before the race);
+  the group history of event t uses the outcomes of events < t only. Items
+  not available in an event get 0 in every column.
+  """
+  names = table.covariate_columns()
+  m, n = len(table), table.n_items
+  available = table.available_mask()
+  cols, out_names = [], []
+  outcome = None
+  for name in names:
+    values = table.covariates(name)
+    short = name[len("cov_"):] if name.startswith("cov_") else name
+    if values.dtype != object:
+      x = np.where(available, values, np.nan).astype(np.float64)
+      count = np.maximum(available.sum(axis=1, keepdims=True), 1)
+      mean = np.nansum(x, axis=1, keepdims=True) / count
+      var = np.nansum((x - mean) ** 2, axis=1, keepdims=True) / count
+      z = np.where(var > 0, (x - mean) / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+      cols += [np.nan_to_num(x), np.where(available, z, 0.0)]
+      out_names += [f"cov_{short}", f"covz_{short}"]
+      continue
+    if not config.group_horizons:
+      continue
+    if outcome is None:
+      outcome = outcome_scores(table).astype(np.float64)
+    levels, codes = np.unique(np.where(available, values, "").astype(str), return_inverse=True)
+    codes = codes.reshape(m, n)
+    present = available & (np.where(available, values, "").astype(str) != "")
+    g = len(levels)
+    rows = np.repeat(np.arange(m), n).reshape(m, n)
+    sums = np.zeros((m + 1, g))
+    counts = np.zeros((m + 1, g))
+    np.add.at(sums[1:], (rows[present], codes[present]), outcome[present])
+    np.add.at(counts[1:], (rows[present], codes[present]), 1.0)
+    np.cumsum(sums, axis=0, out=sums)                                 # sums[t]: events < t
+    np.cumsum(counts, axis=0, out=counts)
+    t = np.arange(m)
+    for h in config.group_horizons:
+      lo = np.maximum(t - h, 0)
+      s_h, c_h = sums[t] - sums[lo], counts[t] - counts[lo]           # events [t - h, t)
+      rate = np.where(c_h > 0, s_h / np.maximum(c_h, 1), 0.0)
+      cols.append(np.where(present, np.take_along_axis(rate, codes, axis=1), 0.0))
+      out_names.append(f"grp_{short}_rate_{h}")
+    h = max(config.group_horizons)
+    lo = np.maximum(t - h, 0)
+    seen = np.take_along_axis(counts[t] - counts[lo], codes, axis=1) > 0
+    cols.append((present & ~seen).astype(np.float64))
+    out_names.append(f"grp_{short}_new")
+  if not cols:
+    return np.zeros((m, n, 0), np.dtype(config.dtype)), ()
+  return np.stack(cols, axis=2).astype(np.dtype(config.dtype)), tuple(out_names)
+
+
 def cache_key(table: EventTable, config: FeatureConfig) -> str:
   text = f"{FEATURES_VERSION}|{table.content_hash}|{config.key()}"
   return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -223,6 +301,9 @@ def build_features(table: EventTable, config: FeatureConfig | None = None, *,
         return Features(z["item"], tuple(z["item_names"]), z["event"], tuple(z["event_names"]),
                         z["static"], tuple(z["static_names"]), z["available"])
   item, item_names = item_history(table, config)
+  if config.covariates and table.covariate_columns():
+    cov, cov_names = covariate_features(table, config)
+    item, item_names = np.concatenate([item, cov], axis=2), item_names + cov_names
   event, event_names = calendar(table) if config.calendar else (np.zeros((len(table), 0), np.float32), ())
   static, static_names = static_items(table) if config.static else (np.zeros((table.n_items, 0), np.float32), ())
   feats = Features(item, item_names, event, event_names, static, static_names, table.available_mask())

@@ -41,11 +41,21 @@ def _load(source: str) -> tuple[_readers.Loaded, str]:
   return loaded, on_invalid
 
 
+def _combined(parsed: list[Problem], found: list[Problem]) -> list[Problem]:
+  """The reader's problems, then validation's, less the covariate problems of a cell
+  the reader already named (a grid of "abc" is stored as NaN: one problem, not two)."""
+  if not parsed:
+    return found
+  seen = {(p.file, p.row, p.column) for p in parsed}
+  return parsed + [p for p in found
+                   if not (p.check.startswith("covariate") and (p.file, p.row, p.column) in seen)]
+
+
 def check(source: str) -> list[Problem]:
   """Every problem of `source` (empty when it is valid); raises only when the
   source cannot be parsed at all (unknown scheme, unreadable file)."""
   loaded, _ = _load(source)
-  return loaded.problems + find_problems(loaded.table, loaded.provenance, k=loaded.k)
+  return _combined(loaded.problems, find_problems(loaded.table, loaded.provenance, k=loaded.k))
 
 
 def read(source: str, *, on_invalid: str | None = None) -> EventTable:
@@ -62,6 +72,15 @@ def read(source: str, *, on_invalid: str | None = None) -> EventTable:
       rank_momentum=1.0&seed=0`, each optional with that default; the
       generating scores are the table's `ctx_oracle_scores`, read them with
       `luce.data.oracle_scores`).
+      Per-item covariates (`cov_*` columns: what is known of each available
+      item before the event, see `luce.data.EventTable.covariates`):
+      `ergast:` adds `cov_grid`, `cov_pit_lane` and `cov_constructor`
+      (`?covariates=grid,constructor`, the default when results.csv has those
+      columns; `?covariates=` for none); `long:` takes `?covariates=COL,...`
+      (each becomes `cov_COL`: numeric when every value is a number, else
+      categorical) and `?categorical=COL,...` (forced categorical).
+      `rankings:` and `draws:` hold one event per row with no per-item
+      columns, so they take no covariates.
       A relative PATH not found here is looked up in $LUCE_SHARED_DATA.
     on_invalid: "raise" (default) raises `luce.DataError` at the first problem;
       "report" raises one listing every problem. Overrides `?on_invalid=`.
@@ -79,6 +98,7 @@ def read(source: str, *, on_invalid: str | None = None) -> EventTable:
   loaded, source_on_invalid = _load(source)
   on_invalid = choice(on_invalid or source_on_invalid, "on_invalid", ON_INVALID)
   limit = 1 if on_invalid == "raise" and not loaded.problems else None
-  problems = loaded.problems + find_problems(loaded.table, loaded.provenance, k=loaded.k, limit=limit)
+  problems = _combined(loaded.problems,
+                       find_problems(loaded.table, loaded.provenance, k=loaded.k, limit=limit))
   raise_problems(problems, on_invalid)
   return loaded.table

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from luce.data import _csvtext as ct
 from luce.data._source import choice, flag, integer
-from luce.data._table import CONTEXT_PREFIX, Catalog, EventTable
+from luce.data._table import CONTEXT_PREFIX, COVARIATE_PREFIX, Catalog, EventTable
 from luce.data._validate import Problem, Provenance
 from luce.errors import ConfigError, DataError
 
@@ -66,6 +66,10 @@ def read_rows(path: pathlib.Path, opts: dict, *, default_kind: str) -> Loaded:
   column; other integer columns are bonus balls, other columns context; all are
   kept as `ctx_<name>`. The game (k of n, lowest label `first`) is inferred from
   the data when not given, then checked on every row.
+
+  A row is one whole event, so these files have no per-item columns and carry
+  no per-item covariates (`cov_*`); write one (event, item, rank, covariates)
+  row per line and read it with `long:PATH?covariates=COL,...` instead.
   """
   name = path.name
   frame, delimiter = ct.read_text_table(path, opts.get("delimiter"))
@@ -252,7 +256,7 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
                    item_labels: np.ndarray, rank: np.ndarray, ranked: np.ndarray,
                    lines: np.ndarray, item_column: str, rank_column: str, ties: str,
                    duplicates: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                             np.ndarray, list[Problem], dict]:
+                                             np.ndarray, list[Problem], dict, np.ndarray]:
   """Group result rows into per-event rankings, vectorised.
 
   Args:
@@ -263,7 +267,9 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
     lines: int64[r] file lines; ties: error|order|truncate; duplicates: error|best.
 
   Returns (items, offsets, available, available_offsets, value_rows, problems,
-  notes): items best-first per event; available = all entrants per event.
+  notes, available_rows): items best-first per event; available = all entrants
+  per event; available_rows int64[len(available)] the input row (index into the
+  argument arrays) of each entrant, for its per-item covariates.
   """
   problems: list[Problem] = []
   notes: dict[str, str] = {}
@@ -271,6 +277,7 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
   order = np.lexsort((lines, sort_rank, event_order))
   ev, it, rk, rd, ln = (event_order[order], item_ids[order], rank[order], ranked[order], lines[order])
   lab = item_labels[order]
+  src = order
   # The same item twice in one event: keep its best row or report it.
   key = ev * (int(item_ids.max(initial=0)) + 2) + it
   first_seen = np.zeros(len(key), dtype=bool)
@@ -292,6 +299,7 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
     # Reported or merged, the repeats leave the lists (validation would name them again).
     keep = ~dup
     ev, it, rk, rd, ln, lab = ev[keep], it[keep], rk[keep], rd[keep], ln[keep], lab[keep]
+    src = src[keep]
   # Ties: equal ranks of neighbours in the same event.
   tie = np.zeros(len(ev), dtype=bool)
   tie[1:] = (ev[1:] == ev[:-1]) & rd[1:] & rd[:-1] & (rk[1:] == rk[:-1])
@@ -321,7 +329,7 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
   avail_offsets = np.concatenate([[0], np.cumsum(counts_all)])
   counts_ranked = np.bincount(ev[rd], minlength=m)
   offsets = np.concatenate([[0], np.cumsum(counts_ranked)])
-  return it[rd], offsets, it, avail_offsets, ln[rd], problems, notes
+  return it[rd], offsets, it, avail_offsets, ln[rd], problems, notes, src
 
 
 def read_long(path: pathlib.Path, opts: dict) -> Loaded:
@@ -331,6 +339,14 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
   (lower is better; default the file order), time= (default the event column;
   integers or dates), series=, name= (item names), ties=error|order|truncate,
   duplicates=error|best, unranked=error|available (rows with no rank).
+
+  Per-item covariates: `covariates=COL,...` stores each named column as
+  `cov_COL` (name lower-cased, [a-z0-9_]), one value per entrant in the order of
+  the event's `available` list: numeric (list<double>) when every value parses
+  as a number, else categorical (list<string>, a warning says which line made a
+  mostly numeric column categorical); `categorical=COL,...` forces categorical.
+  A missing value, NaN/inf or an empty label is a problem naming the line and
+  the column.
   """
   name = path.name
   frame, delimiter = ct.read_text_table(path, opts.get("delimiter"))
@@ -348,6 +364,15 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
   duplicates = choice(opts.get("duplicates", "error"), "duplicates", ("error", "best"))
   unranked = choice(opts.get("unranked", "error"), "unranked", ("error", "available"))
   kind = choice(opts.get("kind", "ranking"), "kind", ("ranking", "set"))
+  cov_cols = ct.column_spec(opts["covariates"], columns, name, "covariates") \
+      if opts.get("covariates") else []
+  forced = ct.column_spec(opts["categorical"], columns, name, "categorical") \
+      if opts.get("categorical") else []
+  stray = [c for c in forced if c not in cov_cols]
+  if stray:
+    raise ConfigError(f"long:{path}: categorical= names {', '.join(map(repr, stray))}, which "
+                      f"covariates= does not; list every covariate in ?covariates=COL,... and "
+                      f"the categorical ones again in ?categorical=.")
   lines = ct.line_numbers(frame)
   problems: list[Problem] = []
 
@@ -402,7 +427,7 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
   rank_of_event = np.empty_like(order_events)
   rank_of_event[order_events] = np.arange(len(order_events))
 
-  values, offsets, avail, avail_offsets, value_rows, group_problems, notes = group_rankings(
+  values, offsets, avail, avail_offsets, value_rows, group_problems, notes, avail_src = group_rankings(
       name=name, event_order=rank_of_event[ev_codes], item_ids=item_ids[good],
       item_labels=labels[good], rank=rank[good], ranked=ranked[good] | (unranked == "error"),
       lines=lines[good], item_column=item_col, rank_column=rank_col or "(row order)",
@@ -420,14 +445,58 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
   cols["kind"] = pa.array([kind] * m, pa.string())
   cols["available"] = _ranked_lists(avail, avail_offsets)
   cols[CONTEXT_PREFIX + "event"] = pa.array(ev_uniques.to_numpy(dtype=object)[order_events], pa.string())
+  entry_rows = np.flatnonzero(good)[avail_src]  # frame row of each entrant, as in `available`
+  cov, cov_names, kinds = _text_covariates(frame, cov_cols, forced, entry_rows, avail_offsets,
+                                           name=name, lines=lines)
+  cols.update(cov)
   metadata = {"reader": "long", "delimiter": delimiter, "ties": ties, "duplicates": duplicates,
               **notes}
+  if kinds:
+    metadata["covariates"] = ",".join(f"{c}={k}" for c, k in kinds.items())
   table = EventTable(pa.table(cols), catalog, metadata)
   event_rows = lines[good][first_row][order_events]
   prov = Provenance(file=name, event_rows=event_rows, value_rows=value_rows,
                     value_columns=item_col, value_labels=np.asarray(catalog.labels, dtype=object)[values],
-                    columns={"time": time_col})
+                    columns={"time": time_col, **cov_names}, covariate_rows=lines[entry_rows])
   return Loaded(table, prov, None, problems)
+
+
+def _text_covariates(frame: pd.DataFrame, cov_cols: list[str], forced: list[str],
+                     entry_rows: np.ndarray, avail_offsets: np.ndarray, *, name: str,
+                     lines: np.ndarray) -> tuple[dict, dict, dict]:
+  """`cov_` columns from text columns, one value per entrant (frame rows `entry_rows`).
+
+  Returns (table column -> list array, table column -> file column, table
+  column -> "numeric" | "categorical"). Missing values stay null: validation
+  names them by line and column.
+  """
+  out, names, kinds = {}, {}, {}
+  offsets = pa.array(np.asarray(avail_offsets, dtype=np.int64).astype(np.int32))
+  for c in cov_cols:
+    key = COVARIATE_PREFIX + ct.sanitize(c)
+    if key in out:
+      raise ConfigError(f"{name}: covariates {names[key]!r} and {c!r} both become column "
+                        f"{key!r}; rename one of them in the file.")
+    cells = frame[c].to_numpy(dtype=object)[entry_rows]
+    present = np.array([v is not None for v in cells], dtype=bool)
+    text = pd.Series(cells, dtype=object).where(present, None)
+    number = pd.to_numeric(text.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    parses = ~np.isnan(number) | ~present | text.str.strip().str.lower().isin(["nan", "+nan", "-nan"])
+    numeric = c not in forced and present.any() and bool(parses.all())
+    if numeric:
+      flat = pa.array(number, pa.float64(), mask=~present)
+    else:
+      if c not in forced and present.any() and parses[present].mean() >= 0.5:
+        j = int(np.flatnonzero(~parses)[0])
+        warnings.warn(f"{name}: covariate column {c!r} is read as categorical because line "
+                      f"{int(lines[entry_rows[j]])} holds {cells[j]!r}, not a number; fix the "
+                      f"value, or name the column in ?categorical= to say it is categorical.",
+                      stacklevel=3)
+      flat = pa.array([None if v is None else str(v).strip() for v in cells], pa.string())
+    out[key] = pa.ListArray.from_arrays(offsets, flat)
+    names[key] = c
+    kinds[key] = "numeric" if numeric else "categorical"
+  return out, names, kinds
 
 
 # ---- Ergast: results.csv + races.csv + drivers.csv --------------------------------
@@ -443,6 +512,22 @@ def read_ergast(path: pathlib.Path, opts: dict) -> Loaded:
   (shared drives in the 1950s); `duplicates=error` reports them. Two drivers
   credited with one position (a shared car) are ranked in file order
   (`ties=order`, the default) or reported (`ties=error`).
+
+  Per-item covariates, one value per entrant in the order of the race's
+  `available` list (`covariates=grid,constructor`, the default when
+  results.csv has the columns; `covariates=` for none):
+
+  - `grid` gives `cov_grid` (float64, the starting grid slot, 1 = pole) and
+    `cov_pit_lane` (float64, 1.0 for a pit-lane start, else 0.0). Ergast writes
+    grid 0 for a pit-lane start; it is encoded as `cov_pit_lane = 1` and
+    `cov_grid = (number of entrants of the race) + 1`, behind the last slot.
+    (In the early years grid 0 also marks entrants without a known grid slot,
+    non-qualifiers and non-starters; they are encoded the same way.) A grid
+    that is missing, negative or not an integer is a problem naming
+    results.csv, the line and column `grid`.
+  - `constructor` gives `cov_constructor` (string, the constructorId label).
+
+  A covariate asked for whose column results.csv lacks is a DataError.
   """
   if not path.is_dir():
     raise DataError(f"ergast:{path}: expected a folder with results.csv, races.csv, drivers.csv.")
@@ -454,6 +539,7 @@ def read_ergast(path: pathlib.Path, opts: dict) -> Loaded:
   duplicates = choice(opts.get("duplicates", "best"), "duplicates", ("error", "best"))
   ties = choice(opts.get("ties", "order"), "ties", ("error", "order", "truncate"))
   results, _ = ct.read_text_table(files["results"])
+  wanted = _ergast_covariates(opts.get("covariates"), list(results.columns))
   races, _ = ct.read_text_table(files["races"])
   drivers, _ = ct.read_text_table(files["drivers"])
   for frame, fname, needed in ((results, "results.csv", ("raceId", "driverId", "positionOrder", "position")),
@@ -504,7 +590,7 @@ def read_ergast(path: pathlib.Path, opts: dict) -> Loaded:
   if classified:
     ranked &= results["position"].notna().to_numpy()
   use = in_years & (ids >= 0)
-  values, offsets, avail, avail_offsets, value_rows, gp, notes = group_rankings(
+  values, offsets, avail, avail_offsets, value_rows, gp, notes, avail_src = group_rankings(
       name="results.csv", event_order=event_of_race[race_index[use]], item_ids=ids[use],
       item_labels=driver_labels[use], rank=rank_values[use].astype(np.float64), ranked=ranked[use],
       lines=lines[use], item_column="driverId", rank_column="positionOrder", ties=ties,
@@ -521,15 +607,88 @@ def read_ergast(path: pathlib.Path, opts: dict) -> Loaded:
       CONTEXT_PREFIX + "round": pa.array(race_round[order_races].astype(np.int64)),
       CONTEXT_PREFIX + "race": pa.array(races["name"].to_numpy(dtype=object)[order_races], pa.string()),
   }
+  entry_rows = np.flatnonzero(use)[avail_src]  # results.csv row of each entrant, as in `available`
+  cov, cov_names, cov_notes, cov_problems = _ergast_covariate_columns(
+      results, wanted, entry_rows, avail_offsets, lines)
+  cols.update(cov)
+  problems += cov_problems
   metadata = {"reader": "ergast", "classified": str(classified).lower(), "duplicates": duplicates,
               "ties": ties,
-              **notes}
+              **notes, **cov_notes}
   table = EventTable(pa.table(cols), catalog, metadata)
   prov = Provenance(file="results.csv", event_rows=race_lines[order_races], value_rows=value_rows,
                     value_columns="driverId",
                     value_labels=np.asarray(catalog.labels, dtype=object)[values],
-                    columns={"time": "races.csv:date", "series": "races.csv:year"})
+                    columns={"time": "races.csv:date", "series": "races.csv:year", **cov_names},
+                    covariate_rows=lines[entry_rows])
   return Loaded(table, prov, None, problems)
+
+
+# Ergast covariate name -> the results.csv column it reads.
+ERGAST_COVARIATES = {"grid": "grid", "constructor": "constructorId"}
+
+
+def _ergast_covariates(spec: str | None, columns: list[str]) -> list[str]:
+  """The covariates to read: `spec` checked, or every one whose column exists."""
+  if spec is None:
+    return [k for k, c in ERGAST_COVARIATES.items() if c in columns]
+  wanted = [x.strip() for x in spec.split(",") if x.strip()]
+  unknown = [x for x in wanted if x not in ERGAST_COVARIATES]
+  if unknown:
+    raise ConfigError(f"ergast: covariates={spec!r}: unknown {', '.join(map(repr, unknown))}; "
+                      f"valid covariates: {', '.join(ERGAST_COVARIATES)} (or covariates= for "
+                      f"none).")
+  for x in wanted:
+    if ERGAST_COVARIATES[x] not in columns:
+      raise DataError(f"results.csv: covariate {x!r} needs column {ERGAST_COVARIATES[x]!r}, "
+                      f"which the file lacks (its columns: {', '.join(columns)}); drop {x!r} "
+                      f"from ?covariates= or use a results.csv that has the column.")
+  return list(dict.fromkeys(wanted))
+
+
+def _ergast_covariate_columns(results: pd.DataFrame, wanted: list[str], entry_rows: np.ndarray,
+                              avail_offsets: np.ndarray, lines: np.ndarray
+                              ) -> tuple[dict, dict, dict, list[Problem]]:
+  """(columns, table column -> file column, metadata notes, problems) of the
+  Ergast covariates, one value per entrant (results rows `entry_rows`)."""
+  out, names, notes, problems = {}, {}, {}, []
+  offsets = pa.array(np.asarray(avail_offsets, dtype=np.int64).astype(np.int32))
+  entry_lines = lines[entry_rows]
+  if "grid" in wanted:
+    cells = results["grid"].to_numpy(dtype=object)[entry_rows]
+    grid, ok = ct.parse_ints(cells)
+    for j in np.flatnonzero(~ok):
+      missing = cells[j] is None
+      problems.append(Problem("null" if missing else "parse", "results.csv", int(entry_lines[j]),
+                              "grid", cells[j],
+                              "missing grid position (Ergast writes 0 for a pit-lane start)"
+                              if missing else "grid position is not an integer"))
+    negative = ok & (grid < 0)
+    for j in np.flatnonzero(negative):
+      problems.append(Problem("parse", "results.csv", int(entry_lines[j]), "grid", cells[j],
+                              "grid position is negative; slots are 1, 2, ... and 0 is a "
+                              "pit-lane start"))
+    ok &= ~negative
+    entrants = np.repeat(np.diff(avail_offsets), np.diff(avail_offsets))
+    pit = ok & (grid == 0)
+    slot = np.where(pit, entrants + 1, grid).astype(np.float64)
+    out[COVARIATE_PREFIX + "grid"] = pa.ListArray.from_arrays(
+        offsets, pa.array(np.where(ok, slot, np.nan), pa.float64()))
+    out[COVARIATE_PREFIX + "pit_lane"] = pa.ListArray.from_arrays(
+        offsets, pa.array(np.where(ok, pit.astype(np.float64), np.nan), pa.float64()))
+    names[COVARIATE_PREFIX + "grid"] = names[COVARIATE_PREFIX + "pit_lane"] = "grid"
+    notes["pit_lane_starts"] = str(int(pit.sum()))
+  if "constructor" in wanted:
+    cells = results["constructorId"].to_numpy(dtype=object)[entry_rows]
+    labels = [None if v is None else str(v).strip() for v in cells]
+    for j in np.flatnonzero([v is None or v == "" for v in labels]):
+      problems.append(Problem("null", "results.csv", int(entry_lines[j]), "constructorId",
+                              cells[j], "missing constructorId"))
+    out[COVARIATE_PREFIX + "constructor"] = pa.ListArray.from_arrays(
+        offsets, pa.array(labels, pa.string()))
+    names[COVARIATE_PREFIX + "constructor"] = "constructorId"
+  notes["covariates"] = ",".join(c[len(COVARIATE_PREFIX):] for c in out)
+  return out, names, notes, problems
 
 
 # ---- PrefLib .soc / .soi / .toc / .toi -------------------------------------------

@@ -22,11 +22,13 @@ SCHEMES: dict[str, tuple[str, tuple[str, ...]]] = {
     "rankings": ("a CSV with one ranking per row (columns pos1..posK)",
                  ("delimiter", "columns", "sep", "date", "time", "date_format", "bonus", "context",
                   "k", "n", "first", "kind", "catalog", "series")),
-    "long": ("a CSV with one (event, item, rank) per row, e.g. race results",
+    "long": ("a CSV with one (event, item, rank) per row, e.g. race results; per-item "
+             "columns can be covariates",
              ("delimiter", "event", "item", "rank", "time", "date_format", "series", "name",
-              "kind", "ties", "duplicates", "unranked")),
-    "ergast": ("an Ergast f1db_csv folder (results.csv, races.csv, drivers.csv)",
-               ("classified", "duplicates", "ties", "from_year", "to_year")),
+              "kind", "ties", "duplicates", "unranked", "covariates", "categorical")),
+    "ergast": ("an Ergast f1db_csv folder (results.csv, races.csv, drivers.csv); covariates "
+               "grid and constructor",
+               ("classified", "duplicates", "ties", "from_year", "to_year", "covariates")),
     "preflib": ("a PrefLib .soc/.soi/.toc/.toi file",
                 ("counts", "ties")),
     "prices": ("a wide price table (date + one column per asset) or `sp500` (skfolio)",
@@ -38,6 +40,14 @@ SCHEMES: dict[str, tuple[str, tuple[str, ...]]] = {
                   ("n_items", "k", "n_events", "item_spread", "momentum", "rank_momentum", "seed")),
 }
 COMMON_OPTIONS = ("on_invalid",)
+# Why a scheme lacks an option that another has, said instead of just listing.
+_OPTION_HINTS = {
+    ("rankings", "covariates"): "rankings: files hold one ranking per row (pos1..posK) and no "
+                                "per-item columns; write one (event, item, rank, covariates...) "
+                                "row per line and read it with long:PATH?covariates=COL,...",
+    ("draws", "covariates"): "draws: files hold one draw per row and no per-item columns; "
+                             "per-item covariates need the long: format",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +87,10 @@ def parse_source(source: str) -> Source:
       raise ConfigError(f"data source {source!r}: option {part!r} has no value; write key=value.")
     valid = SCHEMES[scheme][1] + COMMON_OPTIONS
     if key not in valid:
-      raise ConfigError(f"data source {source!r}: unknown option {key!r} for {scheme}:; valid "
-                        f"options: {', '.join(valid)}.")
+      # categorical= only makes sense with covariates=: the same hint.
+      hint = _OPTION_HINTS.get((scheme, "covariates" if key == "categorical" else key))
+      raise ConfigError(f"data source {source!r}: unknown option {key!r} for {scheme}:; "
+                        + (f"{hint}; " if hint else "") + f"valid options: {', '.join(valid)}.")
     options[key] = urllib.parse.unquote(value)
   return Source(scheme, path, options)
 

@@ -11,7 +11,18 @@ An event table has one row per event, ordered by time:
 | `kind`      | string                 | `ranking` or `set`                             |
 | `weight`    | float64                | optional: how many times the event counts      |
 | `available` | list<int32>            | optional: the items that could be picked       |
-| `ctx_*`     | any                    | optional context columns (bonus balls, ...)    |
+| `ctx_*`     | any                    | optional event-level context (bonus balls, ...)|
+| `cov_*`     | list<double> or        | optional per-item covariates known before the  |
+|             | list<string>           | event (grid slot, team), aligned as below      |
+
+Covariates (`cov_NAME`) say what a forecaster knows about each item that could be
+picked, before the event: numeric ones are `list<double>` (float64), categorical
+ones `list<string>` (a label such as a constructor id). Element j of an event's
+list belongs to the j-th item of that event's `available` list when the table has
+an `available` column, else to item j of the catalog (the list then has n
+elements). Validation requires that length, finite non-null numbers and non-null,
+non-empty labels; the columns are part of the content hash. Read one as a dense
+[m, n] array with `EventTable.covariates(NAME)`.
 
 Any other column is an unknown column and fails validation. The catalog maps each
 id to the source's label (ball number, driver id), a name and an optional group.
@@ -36,6 +47,7 @@ SCHEMA_VERSION = 1
 KINDS = ("ranking", "set")
 CORE_COLUMNS = ("event_id", "time", "series", "items", "kind", "weight", "available")
 CONTEXT_PREFIX = "ctx_"
+COVARIATE_PREFIX = "cov_"
 _META_VERSION = b"luce.schema_version"
 _META_HASH = b"luce.content_hash"
 _META_CATALOG = b"luce.catalog"
@@ -130,7 +142,8 @@ def _type_tag(t: pa.DataType) -> str:
 
 
 def canonical_events(events: pa.Table) -> pa.Table:
-  """`events` with the types luce writes: list<int32> named `item`, time in seconds.
+  """`events` with the types luce writes: list<int32> named `item`, time in seconds,
+  covariates as list<double> or list<string>.
 
   Parquet has no seconds unit and names list fields `element`; reading a table
   back passes through this so the round trip gives equal tables and hashes.
@@ -139,6 +152,23 @@ def canonical_events(events: pa.Table) -> pa.Table:
     if name in events.column_names:
       i = events.column_names.index(name)
       events = events.set_column(i, name, events.column(name).cast(pa.list_(pa.int32())))
+  for name in events.column_names:
+    if name.startswith(COVARIATE_PREFIX):
+      t = events.schema.field(name).type
+      if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        continue  # validation names the type
+      value = t.value_type
+      if pa.types.is_dictionary(value):
+        value = value.value_type
+      if pa.types.is_floating(value) or pa.types.is_integer(value):
+        target = pa.list_(pa.float64())
+      elif pa.types.is_string(value) or pa.types.is_large_string(value):
+        target = pa.list_(pa.string())
+      else:
+        continue
+      if t != target:
+        i = events.column_names.index(name)
+        events = events.set_column(i, name, events.column(name).cast(target))
   if "time" in events.column_names and pa.types.is_timestamp(events.schema.field("time").type):
     t = events.schema.field("time").type
     if t.unit != "s" or t.tz is not None:
@@ -238,6 +268,27 @@ def list_column(lists: np.ndarray | Sequence, lengths: np.ndarray | None = None)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
   return pa.array([list(map(int, x)) for x in lists], pa.list_(pa.int32()))
+
+
+def covariate_column(values, keep: np.ndarray, *, name: str = "covariate") -> pa.ListArray:
+  """A `cov_` column from a dense [m, n] array: row i keeps `values[i, keep[i]]`.
+
+  Numeric (float, int, bool) values give list<double>; object or string values
+  list<string> (None and float NaN become null, anything else its str()).
+  """
+  values = np.asarray(values)
+  keep = np.asarray(keep, dtype=bool)
+  if values.shape != keep.shape:
+    raise DataError(f"covariate {name!r} has shape {values.shape}, expected {keep.shape} "
+                    f"(events, items).")
+  offsets = pa.array(np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32))
+  picked = values[keep]
+  if picked.dtype.kind in "fiub":
+    flat = pa.array(picked.astype(np.float64), pa.float64())
+  else:
+    cells = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in picked]
+    flat = pa.array(cells, pa.string())
+  return pa.ListArray.from_arrays(offsets, flat)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -341,6 +392,58 @@ class EventTable:
   def context_columns(self) -> list[str]:
     return [c for c in self.events.column_names if c.startswith(CONTEXT_PREFIX)]
 
+  def covariate_columns(self) -> list[str]:
+    """Names of the per-item covariate columns (`cov_grid`, ...), in table order."""
+    return [c for c in self.events.column_names if c.startswith(COVARIATE_PREFIX)]
+
+  def covariates(self, name: str) -> np.ndarray:
+    """One covariate scattered to the catalog's item axis.
+
+    Args:
+      name: the column (`cov_grid`) or its suffix (`grid`).
+
+    Returns:
+      float64[m, n] for a numeric covariate (NaN where the item is not
+      available), object[m, n] of str for a categorical one (None there).
+      Entry [i, a] is the value of item a in event i: element j of row i's list
+      goes to item `available[i][j]` (item j when the table has no `available`).
+    """
+    col = name if name.startswith(COVARIATE_PREFIX) else COVARIATE_PREFIX + name
+    if col not in self.events.column_names:
+      have = ", ".join(self.covariate_columns()) or "none"
+      raise DataError(f"no covariate column {col!r}; the table's covariate columns: {have}.")
+    column = self.events.column(col)
+    if isinstance(column, pa.ChunkedArray):
+      column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if column.null_count:
+      column = column.fill_null(pa.scalar([], column.type))
+    offsets = np.asarray(column.offsets, dtype=np.int64)
+    offsets = offsets - offsets[0]
+    flat = column.flatten()
+    if pa.types.is_dictionary(flat.type):
+      flat = flat.dictionary_decode()
+    numeric = pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)
+    m, n = self.n_events, self.n_items
+    if self.has_availability():
+      ids, avail_offsets = list_arrays(self.events.column("available"))
+    else:
+      ids = np.tile(np.arange(n, dtype=np.int32), m)
+      avail_offsets = np.arange(m + 1, dtype=np.int64) * n
+    if not np.array_equal(np.diff(offsets), np.diff(avail_offsets)):
+      bad = int(np.flatnonzero(np.diff(offsets) != np.diff(avail_offsets))[0])
+      raise DataError(f"covariate {col!r}: event row {bad} has {int(np.diff(offsets)[bad])} "
+                      f"values for {int(np.diff(avail_offsets)[bad])} available items; "
+                      f"validate the table (luce.data.validate) to list every such row.")
+    rows = np.repeat(np.arange(m), np.diff(avail_offsets))
+    if numeric:
+      out = np.full((m, n), np.nan)
+      out[rows, ids] = np.asarray(flat.cast(pa.float64()).to_numpy(zero_copy_only=False),
+                                  dtype=np.float64)
+    else:
+      out = np.full((m, n), None, dtype=object)
+      out[rows, ids] = np.asarray(flat.to_pylist(), dtype=object)
+    return out
+
   def slice(self, start: int, stop: int) -> "EventTable":
     """Events start..stop-1 (in time order) with the same catalog."""
     return EventTable(self.events.slice(start, max(stop - start, 0)), self.catalog, dict(self.metadata))
@@ -350,6 +453,7 @@ class EventTable:
   def from_arrays(cls, items, *, catalog: Catalog | int, times=None, kind: str = "set",
                   lengths=None, series=None, weights=None, available=None,
                   context: Mapping[str, object] | None = None,
+                  covariates: Mapping[str, object] | None = None,
                   metadata: Mapping[str, str] | None = None,
                   on_invalid: str = "raise") -> "EventTable":
     """Build and validate a table from dense arrays.
@@ -362,6 +466,11 @@ class EventTable:
       lengths: int[m] list lengths; default: count of ids >= 0 per row.
       series, weights: optional [m] arrays; available: optional bool[m, n].
       context: optional name -> [m] array, stored as `ctx_<name>`.
+      covariates: optional name -> [m, n] array, stored as `cov_<name>`: a
+        numeric (float, int or bool) array becomes list<double>, an object or
+        string array list<string> (None stays null, reported by validation).
+        Row i keeps the values at its available items (all n without
+        `available`), in item order; the other entries are ignored.
     """
     from luce.data._validate import validate  # validation imports this module
     items = np.asarray(items)
@@ -395,6 +504,9 @@ class EventTable:
       columns["available"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(np.int32)))
     for name, value in (context or {}).items():
       columns[CONTEXT_PREFIX + name] = pa.array(np.asarray(value))
+    keep = available if available is not None else np.ones((m, len(catalog)), dtype=bool)
+    for name, value in (covariates or {}).items():
+      columns[COVARIATE_PREFIX + name] = covariate_column(value, keep, name=name)
     table = cls(pa.table(columns), catalog, dict(metadata or {}))
     validate(table, on_invalid=on_invalid)
     return table
@@ -442,8 +554,8 @@ def read_parquet(path: str | os.PathLike, *, verify_hash: bool = True) -> EventT
   try:
     events = canonical_events(events.replace_schema_metadata(None))
   except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-    raise DataError(f"{path}: items, available or time has the wrong type ({e}); see "
-                    f"luce.data's event table schema.") from e
+    raise DataError(f"{path}: items, available, time or a cov_ column has the wrong type "
+                    f"({e}); see luce.data's event table schema.") from e
   table = EventTable(events, catalog, info)
   if verify_hash:
     stored = meta.get(_META_HASH, b"").decode()

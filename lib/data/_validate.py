@@ -15,7 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from luce.data._table import CONTEXT_PREFIX, CORE_COLUMNS, KINDS, EventTable, list_arrays
+from luce.data._table import (
+    CONTEXT_PREFIX,
+    CORE_COLUMNS,
+    COVARIATE_PREFIX,
+    KINDS,
+    EventTable,
+    list_arrays,
+)
 from luce.errors import ConfigError, DataError
 
 ON_INVALID = ("raise", "report")
@@ -53,7 +60,10 @@ class Provenance:
     value_columns: the file column of each value: one name, or one name per
       position in the event (wide files: `pos1`, `pos2`, ...).
     value_labels: [nnz] the source's label of each value, shown instead of the id.
-    columns: table column -> file column (`time` -> `date`).
+    columns: table column -> file column (`time` -> `date`, `cov_grid` -> `grid`).
+    covariate_rows: int64[total available] line of each entry of the flat
+      `available` lists (the entrant's row), where the `cov_` values of that
+      entry came from; default its event's line.
   """
   file: str
   event_rows: np.ndarray | None = None
@@ -61,6 +71,7 @@ class Provenance:
   value_columns: str | Sequence[str] = "items"
   value_labels: np.ndarray | None = None
   columns: dict = dataclasses.field(default_factory=dict)
+  covariate_rows: np.ndarray | None = None
 
   def event_row(self, i: int) -> int:
     return int(self.event_rows[i]) if self.event_rows is not None else int(i)
@@ -90,7 +101,9 @@ def find_problems(table: EventTable, provenance: Provenance | None = None, *,
   Checks: unknown columns, missing columns, nulls, kinds, event size (when the
   game fixes `k`, else metadata's `k`), ids outside the catalog, duplicate items
   in an event, items not available, time not increasing within a series,
-  non-positive weights.
+  non-positive weights, covariates (`cov_*`: type list<double> or list<string>,
+  one value per available item, numbers finite and not null, labels not null
+  or empty).
   """
   prov = provenance or Provenance(file=table.metadata.get("source", "<table>"))
   events = table.events
@@ -100,10 +113,11 @@ def find_problems(table: EventTable, provenance: Provenance | None = None, *,
 
   # Columns.
   for name in events.column_names:
-    if name not in CORE_COLUMNS and not name.startswith(CONTEXT_PREFIX):
+    if name not in CORE_COLUMNS and not name.startswith((CONTEXT_PREFIX, COVARIATE_PREFIX)):
       add(Problem("unknown_column", prov.file, None, name, name,
-                  f"unknown column; event tables have {', '.join(CORE_COLUMNS)} and "
-                  f"context columns named {CONTEXT_PREFIX}*"))
+                  f"unknown column; event tables have {', '.join(CORE_COLUMNS)}, "
+                  f"context columns named {CONTEXT_PREFIX}* and per-item covariate "
+                  f"columns named {COVARIATE_PREFIX}*"))
   for name in ("event_id", "time", "items", "kind"):
     if name not in events.column_names:
       add(Problem("missing_column", prov.file, None, name, None, "required column is missing"))
@@ -221,7 +235,102 @@ def find_problems(table: EventTable, provenance: Provenance | None = None, *,
     for i in _first(~(w > 0), limit):
       add(Problem("weight", prov.file, prov.event_row(i), "weight", float(w[i]),
                   "weights must be positive"))
+
+  for name in table.covariate_columns():
+    _covariate_problems(table, name, prov, limit, add)
   return problems
+
+
+def _covariate_problems(table: EventTable, name: str, prov: Provenance, limit: int | None,
+                        add) -> None:
+  """Problems of one `cov_` column: its type, list lengths and values."""
+  events = table.events
+  n = table.n_items
+  where = prov.column(name)
+  t = events.schema.field(name).type
+  value_type = t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else None
+  if value_type is not None and pa.types.is_dictionary(value_type):
+    value_type = value_type.value_type
+  numeric = value_type is not None and pa.types.is_float64(value_type)
+  categorical = value_type is not None and (pa.types.is_string(value_type)
+                                            or pa.types.is_large_string(value_type))
+  if not (numeric or categorical):
+    add(Problem("covariate_type", prov.file, None, where, str(t),
+                "covariate columns are list<double> (numeric) or list<string> (categorical); "
+                "cast the column to one of them"))
+    return
+  col = events.column(name)
+  if isinstance(col, pa.ChunkedArray):
+    col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+  m = len(col)
+  if col.null_count:
+    null_rows = np.asarray(col.is_null().to_numpy(zero_copy_only=False))
+    for i in _first(null_rows, limit):
+      add(Problem("covariate_null", prov.file, prov.event_row(i), where, None,
+                  "missing covariate list; give one value per available item"))
+    col = col.fill_null(pa.scalar([], col.type))
+  else:
+    null_rows = np.zeros(m, dtype=bool)
+  offsets = np.asarray(col.offsets, dtype=np.int64)
+  offsets = offsets - offsets[0]
+  lengths = np.diff(offsets)
+  if table.has_availability():
+    avail = events.column("available")
+    if isinstance(avail, pa.ChunkedArray):
+      avail = avail.combine_chunks() if avail.num_chunks != 1 else avail.chunk(0)
+    avail = avail.fill_null(pa.scalar([], avail.type)) if avail.null_count else avail
+    avail_ids, avail_offsets = list_arrays(avail)
+    expected = np.diff(avail_offsets)
+    what = "the event's available items"
+  else:
+    avail_ids = None
+    avail_offsets = np.arange(m + 1, dtype=np.int64) * n
+    expected = np.full(m, n, dtype=np.int64)
+    what = "the catalog's items (the table has no `available` column)"
+  wrong = (lengths != expected) & ~null_rows
+  for i in _first(wrong, limit):
+    add(Problem("covariate_length", prov.file, prov.event_row(i), where, int(lengths[i]),
+                f"{lengths[i]} covariate values for {expected[i]} items; element j belongs to "
+                f"the j-th of {what}, so give exactly {expected[i]}"))
+
+  flat = col.flatten()
+  if pa.types.is_dictionary(flat.type):
+    flat = flat.dictionary_decode()
+  if numeric:
+    x = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float64)
+    is_null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    bad = is_null | ~np.isfinite(x)
+  else:
+    is_null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(flat.fill_null("x")), "")
+                       .to_numpy(zero_copy_only=False), dtype=bool)
+    bad = is_null | empty
+  if not bad.any():
+    return
+  event_of = np.repeat(np.arange(m), lengths)
+  pos_of = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
+  labels = np.asarray(table.catalog.labels, dtype=object)
+  for j in _first(bad, limit):
+    e, pos = int(event_of[j]), int(pos_of[j])
+    aligned = not wrong[e]
+    entry = int(avail_offsets[e] + pos)
+    row = int(prov.covariate_rows[entry]) if aligned and prov.covariate_rows is not None \
+        else prov.event_row(e)
+    if aligned:
+      item = int(avail_ids[entry]) if avail_ids is not None else pos
+      whose = f" of item {labels[item]!r}" if 0 <= item < n else ""
+    else:
+      whose = f" at position {pos}"
+    if numeric:
+      value = None if is_null[j] else float(x[j])
+      message = (f"missing covariate value{whose}" if is_null[j] else
+                 f"covariate value{whose} is not finite (NaN or inf)")
+      fix = "; numeric covariates need a finite number for every available item"
+    else:
+      value = None if is_null[j] else flat[j].as_py()
+      message = f"{'missing' if is_null[j] else 'empty'} covariate label{whose}"
+      fix = "; categorical covariates need a non-empty label for every available item"
+    add(Problem("covariate_value", prov.file, row, where, value, message + fix))
 
 
 def raise_problems(problems: list[Problem], on_invalid: str) -> None:

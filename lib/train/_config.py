@@ -39,8 +39,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.test_from = ""
   c.data.test_until = ""                  # drop events at or after this time ("" keeps all)
   c.data.eval_k = 5                       # k of hits@k and NDCG@k
+  # Item history (last L events, rates over horizons), calendar, catalog features and
+  # the per-event item covariates (`cov_*` columns: value, cross-sectional z-score,
+  # and for categorical ones the group's results over `group_horizons` events).
   c.data.features = ml_collections.ConfigDict(dict(
-      last=4, horizons=(10, 50, 200), since_last=True, calendar=True, static=True))
+      last=4, horizons=(10, 50, 200), since_last=True, calendar=True, static=True,
+      covariates=True, group_horizons=(5, 20)))
 
   c.model = ml_collections.ConfigDict(dict(
       encoder="mlp", hidden=64, depth=2, heads=4, embed_dim=16, dropout=0.0))

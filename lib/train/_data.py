@@ -27,6 +27,7 @@ class Prepared:
     arrays: split -> name -> array (BATCH_KEYS of luce.train), leading axis events.
     item_names: names of the item feature columns.
     oracle: float32[m, n] generating scores (synthetic data) or None.
+    fit_until: covariates are standardised with statistics of events [0, fit_until).
     k: the events' list length (the widest event; shorter ones are -1 padded).
   """
   table: luce.data.EventTable
@@ -37,6 +38,7 @@ class Prepared:
   arrays: dict
   item_names: tuple[str, ...]
   oracle: np.ndarray | None
+  fit_until: int = 0
 
   @property
   def k(self) -> int:
@@ -94,8 +96,14 @@ def load_table(data_config):
   return table, luce.data.oracle_scores(table)
 
 
-def prepare(config) -> Prepared:
-  """Read, featurise and split the data of `config.data`."""
+def prepare(config, *, fit_until: int | None = None) -> Prepared:
+  """Read, featurise and split the data of `config.data`.
+
+  Covariate columns (`cov_*` features) are standardised with the mean and
+  standard deviation over the available items of the events before
+  `fit_until` (default: the training split's end), so no statistic of a
+  predicted event enters its own features.
+  """
   table, oracle = load_table(config.data)
   kind = table.kind
   if kind not in ("ranking", "set"):
@@ -103,7 +111,7 @@ def prepare(config) -> Prepared:
   f = config.data.features
   features = luce.data.build_features(table, luce.data.FeatureConfig(
       last=f.last, horizons=tuple(f.horizons), since_last=f.since_last, calendar=f.calendar,
-      static=f.static))
+      static=f.static, covariates=f.covariates, group_horizons=tuple(f.group_horizons)))
   full = luce.data.model_arrays(table, features)
   if features.static.shape[1]:
     # Catalog features are per item: append them to every event's item features.
@@ -112,12 +120,32 @@ def prepare(config) -> Prepared:
   names = features.item_names + features.static_names
   full["item_features"] = full["item_features"].astype(np.float32)
   bounds = split_bounds(table, config.data)
+  fit_until = bounds[1] if fit_until is None else fit_until
+  standardise_covariates(full["item_features"], full["available"], names, fit_until)
   keys = BATCH_KEYS
   arrays = {}
   for split, (lo, hi) in zip(SPLITS, zip(bounds[:-1], bounds[1:])):
     arrays[split] = {k: full[k][lo:hi] for k in keys}
   arrays["all"] = {k: full[k] for k in keys}
-  return Prepared(table, kind, table.n_items, data_hash(table), bounds, arrays, names, oracle)
+  return Prepared(table, kind, table.n_items, data_hash(table), bounds, arrays, names, oracle,
+                  fit_until)
+
+
+def standardise_covariates(item_features: np.ndarray, available: np.ndarray, names, fit_until: int):
+  """In place: each `cov_*` column minus its mean over the available items of
+  events [0, fit_until), divided by their standard deviation (1 if constant);
+  unavailable items stay 0."""
+  for j, name in enumerate(names):
+    if not name.startswith("cov_"):
+      continue
+    seen = available[:fit_until]
+    values = item_features[:fit_until, :, j][seen].astype(np.float64)
+    if values.size == 0:
+      raise ConfigError(f"covariate {name!r}: no available item before event {fit_until} to take "
+                        f"its training statistics from.")
+    mean, std = values.mean(), values.std()
+    std = std if std > 0 else 1.0
+    item_features[:, :, j] = np.where(available, (item_features[:, :, j] - mean) / std, 0.0)
 
 
 def data_hash(table) -> str:
