@@ -155,7 +155,7 @@ def test_launcher_writes_the_report(tmp_path, rng):
   assert "report:" in done.stdout and "Sharpe" in done.stdout
   report = work / "report"
   for name in ("report.md", "report.html", "metrics.json", "nll_over_time.png", "calibration.png",
-               "hits.png", "cumulative_returns.png"):
+               "hits.png", "cumulative_returns.png", "importance.png"):
     assert (report / name).stat().st_size > 0, name
   metrics = json.loads((report / "metrics.json").read_text())
   assert metrics["nll"] == "exact"
@@ -163,6 +163,12 @@ def test_launcher_writes_the_report(tmp_path, rng):
   # JSON, the Markdown report and the terminal table.
   assert metrics["models"]["uniform"]["hits"] == pytest.approx(25 / 6, abs=1e-6)
   assert "| uniform | " in (report / "report.md").read_text()
+  # Permutation importance of each feature group, with its interval, in the JSON and the report.
+  importance = metrics["importance"]
+  assert "recent results (last L events)" in importance and "calendar" in importance
+  for v in importance.values():
+    assert v["ci_low"] <= v["mean"] <= v["ci_high"]
+  assert "Permutation importance" in (report / "report.md").read_text()
   assert "4.167" in (report / "report.md").read_text() and "4.167" in done.stdout
   for baseline in ("uniform", "frequency", "recency", "static"):
     s = metrics["skill"][baseline]
@@ -215,3 +221,19 @@ def test_diffusion_family_walks_forward_and_resumes(table_path, tmp_path):
   ranked["model"] = {**ranked["model"], "family": "diffusion"}
   with pytest.raises(luce.ConfigError, match="unordered sets.*model.family='pl'"):
     le.walk_forward(ranked, tmp_path / "ranked", **quiet)
+
+
+def test_feature_groups_cover_every_column_once():
+  names = ("in_last_1", "in_last_2", "rank_last_1", "rate_10", "since_last", "cov_grid",
+           "covz_grid", "cov_pit_lane", "covz_pit_lane", "grp_constructor_rate_5",
+           "grp_constructor_rate_20", "grp_constructor_new", "group=British")
+  groups = le.feature_groups(names, 3)
+  assert groups["recent results (last L events)"] == ("item_features", [0, 1, 2])
+  assert groups["pick rates and recency"] == ("item_features", [3, 4])
+  assert groups["covariate grid"] == ("item_features", [5, 6])
+  assert groups["covariate pit_lane"] == ("item_features", [7, 8])
+  assert groups["group history of constructor"] == ("item_features", [9, 10, 11])
+  assert groups["catalog attributes"] == ("item_features", [12])
+  assert groups["calendar"] == ("event_features", [0, 1, 2])
+  columns = sorted(j for where, cols in groups.values() if where == "item_features" for j in cols)
+  assert columns == list(range(len(names)))

@@ -35,5 +35,6 @@ from luce.eval._portfolio import (PERIODS_PER_YEAR, describe_extremes, equal_wei
                                   run_weights, sharpe, sharpe_difference, top_k_weights)
 from luce.eval._portfolio import backtest as portfolio_backtest
 from luce.eval._portfolio import summary as portfolio_summary
-from luce.eval._walk_forward import WalkForward, fold_steps, plan_folds, start_index, walk_forward
+from luce.eval._walk_forward import (WalkForward, feature_groups, fold_steps, plan_folds, start_index,
+                                     walk_forward)
 from luce.eval._report import asset_returns, score_backtest, summary_table, write_report

@@ -69,6 +69,13 @@ def score_backtest(wf) -> dict:
       "seconds": {name: round(v, 2) for name, v in wf.seconds.items()},
       "_series": {"per_event": per_event},
   }
+  importance = {}
+  for group, values in wf.importance.items():
+    stats = _significance.compare(np.asarray(values, np.float64), block=b.block or None,
+                                  samples=b.bootstrap_samples, level=b.level, seed=c.seed)
+    importance[group] = {key: stats[key] for key in ("mean", "ci_low", "ci_high", "p_value")}
+  if importance:
+    out["importance"] = importance
   returns = asset_returns(wf.prepared.table)
   if returns is not None:
     r = returns[wf.start:]
@@ -141,6 +148,15 @@ def _sections(result: dict) -> list:
     blocks.append(("img", "cumulative_returns.png", "cumulative returns"))
     if "extremes" in result:
       blocks.append(("p", _portfolio.describe_extremes(result["extremes"])))
+  if result.get("importance"):
+    blocks.append(("h2", "Permutation importance: what the model's skill rests on"))
+    blocks.append(("p", "Increase of the model's NLL (nats per event) when one feature group is "
+                        "shuffled across the events of each fold, the model unchanged; larger "
+                        "means the model leans on it. 95% block-bootstrap intervals."))
+    rows = [[group, _fmt(v["mean"]), f"[{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]"]
+            for group, v in sorted(result["importance"].items(), key=lambda kv: -kv[1]["mean"])]
+    blocks.append(("table", ["feature group", "NLL increase", "95% CI"], rows))
+    blocks.append(("img", "importance.png", "permutation importance"))
   blocks.append(("h2", "Calibration and hits"))
   draws = ("sets drawn from the diffusion model for the model, PL draws for the baselines"
            if result.get("family") == "diffusion" else "PL draws")
@@ -212,6 +228,21 @@ def _plots(result: dict, times, folder: pathlib.Path) -> None:
   fig.tight_layout()
   fig.savefig(folder / "nll_over_time.png", dpi=110)
   plt.close(fig)
+
+  if result.get("importance"):
+    items = sorted(result["importance"].items(), key=lambda kv: kv[1]["mean"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(items) + 1.2))
+    means = np.array([v["mean"] for _, v in items])
+    err = np.array([[v["mean"] - v["ci_low"], v["ci_high"] - v["mean"]] for _, v in items]).T
+    ax.barh(np.arange(len(items)), means, xerr=err, color="#4c72b0", capsize=3)
+    ax.set_yticks(np.arange(len(items)))
+    ax.set_yticklabels([name for name, _ in items], fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("NLL increase when shuffled (nats per event)")
+    ax.set_title("Permutation importance of each feature group")
+    fig.tight_layout()
+    fig.savefig(folder / "importance.png", dpi=110)
+    plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(5, 5))
   ax.plot([0, 1], [0, 1], "k:", lw=1)

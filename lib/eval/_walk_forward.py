@@ -63,6 +63,9 @@ class WalkForward:
     inclusion: name -> float32[m - start, n] inclusion probabilities from the
       model's own samples ("model"); absent names draw PL samples.
     seconds: {"train", "predict", "baselines", "compile"} wall time.
+    importance: feature group -> float64[m - start], the increase of the
+      model's per-event NLL when that group's features are shuffled across
+      the fold's events (permutation importance; `backtest.importance`).
   """
   config: ml_collections.ConfigDict
   prepared: object
@@ -76,6 +79,7 @@ class WalkForward:
   nll: dict = dataclasses.field(default_factory=dict)
   inclusion: dict = dataclasses.field(default_factory=dict)
   nll_kind: str = "exact"
+  importance: dict = dataclasses.field(default_factory=dict)
 
   @property
   def kind(self) -> str:
@@ -118,6 +122,31 @@ def fold_steps(folds: list, first_steps: int, retrain_steps: int) -> list[tuple[
   """[(first global step, last global step)] of each fold's fit."""
   return [(0 if f == 0 else first_steps + (f - 1) * retrain_steps, first_steps + f * retrain_steps)
           for f in range(len(folds))]
+
+
+def feature_groups(item_names, n_event_features: int) -> dict[str, tuple[str, list[int]]]:
+  """group -> ("item_features" or "event_features", column indices): the feature
+  groups permutation importance shuffles together."""
+  groups: dict[str, tuple[str, list[int]]] = {}
+
+  def add(name, where, j):
+    groups.setdefault(name, (where, []))[1].append(j)
+
+  for j, name in enumerate(item_names):
+    if name.startswith(("in_last_", "rank_last_")):
+      add("recent results (last L events)", "item_features", j)
+    elif name.startswith("rate_") or name == "since_last":
+      add("pick rates and recency", "item_features", j)
+    elif name.startswith(("cov_", "covz_")):
+      add(f"covariate {name.split('_', 1)[1]}", "item_features", j)
+    elif name.startswith("grp_"):
+      add(f"group history of {name[4:].rsplit('_rate_', 1)[0].removesuffix('_new')}",
+          "item_features", j)
+    else:
+      add("catalog attributes", "item_features", j)
+  if n_event_features:
+    groups["calendar"] = ("event_features", list(range(n_event_features)))
+  return groups
 
 
 def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkForward:
@@ -174,6 +203,9 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   scores = np.full((m - start, n), np.nan, np.float32)
   nll = np.full(m - start, np.nan)
   inclusion = np.full((m - start, n), np.nan, np.float32)
+  groups = (feature_groups(prepared.item_names, arrays["event_features"].shape[1])
+            if b.importance else {})
+  importance = np.full((len(groups), m - start), np.nan)
   done_folds = 0
   latest = checkpoints.latest.latest_step()
   if latest is not None:
@@ -182,6 +214,7 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       with np.load(progress_path) as z:
         done_folds = int(z["folds_done"])
         scores[:], nll[:], inclusion[:] = z["scores"], z["nll"], z["inclusion"]
+        importance[:] = z["importance"]
     training = next(f for f, (_, end) in enumerate(steps + [(0, np.inf)]) if latest <= end)
     if not training <= done_folds <= training + 1 or (done_folds == training + 1 and
                                                        latest != steps[training][1]):
@@ -220,9 +253,17 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       nll[part] = family.nll(params, chunk, size)[:e - s]
       key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003 + f)
       inclusion[part] = family.inclusion(params, chunk, key, b.calibration_samples, draw_k)[:e - s]
+      rng = np.random.default_rng([config.seed, 7, f])
+      for g, (where, cols) in enumerate(groups.values()):
+        order = np.concatenate([rng.permutation(e - s), np.arange(e - s, len(rows))])
+        shuffled = dict(chunk)
+        shuffled[where] = chunk[where].copy()
+        shuffled[where][..., cols] = chunk[where][order][..., cols]
+        importance[g, part] = family.nll(params, shuffled, size)[:e - s] - nll[part]
       seconds["predict"] += time.perf_counter() - t_pred
       if is_main:
-        np.savez(progress_path, scores=scores, nll=nll, inclusion=inclusion, folds_done=f + 1)
+        np.savez(progress_path, scores=scores, nll=nll, inclusion=inclusion, importance=importance,
+                 folds_done=f + 1)
       loss = "–" if info["loss"] is None else f"{info['loss']:.3f}"
       bar.set_postfix(train_loss=loss, train_events=s - lo)
       bar.update(1)
@@ -238,7 +279,8 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   times = prepared.table.times()[start:]
   return WalkForward(config, prepared, start, folds, all_scores, arrays["items"][start:],
                      arrays["available"][start:], times, seconds, nll={"model": nll},
-                     inclusion={"model": inclusion}, nll_kind=family.nll_kind)
+                     inclusion={"model": inclusion}, nll_kind=family.nll_kind,
+                     importance=dict(zip(groups, importance)))
 
 
 def _baselines(config, prepared, folds, start) -> dict[str, np.ndarray]:

@@ -78,7 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
       first_steps=1000, retrain_steps=200,   # train steps of the first fit and of each refit
       portfolio_k=5, cost_bps=10.0,          # asset rankings: long top-k (and long-short), costs
       bootstrap_samples=2000, block=0, level=0.95,  # block 0: n^(1/3) events
-      calibration_samples=256, calibration_bins=10))
+      calibration_samples=256, calibration_bins=10,
+      importance=True))                      # permutation importance of each feature group
   return c
 
 
