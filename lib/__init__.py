@@ -29,7 +29,8 @@ from luce.sampling import gumbel_noise, pl_sample
 __version__ = "0.1.0"
 
 # The parts loaded on first attribute access (`luce.train`, ...).
-_LAZY = ("baselines", "data", "diffusion", "eval", "kernels", "losses", "metrics", "models", "train")
+_LAZY = ("baselines", "data", "diffusion", "eval", "kernels", "losses", "metrics", "models", "ratings",
+         "train")
 
 
 def __getattr__(name: str):

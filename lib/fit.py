@@ -75,39 +75,8 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior: float = 0.
   Returns:
     PLFit with centred log-strengths, standard errors and log-likelihood.
   """
-  n = int(n_items)
-  if n < 1:
-    raise InputError(f"n_items must be ≥ 1, got {n_items}.")
-  if n > MAX_ITEMS:
-    raise InputError(
-        f"n_items = {n} is above fit_pl's limit of {MAX_ITEMS}: the Newton step "
-        f"forms the dense n × n Fisher information.")
-  r = np.asarray(rankings)
-  if r.ndim != 2:
-    raise ShapeError(f"rankings must be int[m, k], got shape {r.shape}.")
-  r = np.asarray(_checks.int_array(r, "rankings"))
+  r, avail, c, n = _check_rankings(rankings, n_items, where, counts, prior, "fit_pl")
   m, k = r.shape
-  if k > n:
-    raise ShapeError(f"rankings lists {k} items per row but n_items = {n}.")
-  _checks.check_item_lists(r, n, "rankings")
-  if not (np.isfinite(prior) and prior >= 0):
-    raise InputError(f"prior must be a finite number ≥ 0, got {prior}.")
-  avail = None
-  if where is not None:
-    avail = np.asarray(where)
-    if avail.dtype != np.bool_ or avail.shape != (m, n):
-      raise ShapeError(f"where must be bool[m={m}, n={n}], got {avail.dtype}{list(avail.shape)}.")
-    rows, cols = np.nonzero((r >= 0) & ~np.take_along_axis(avail, np.maximum(r, 0), axis=1))
-    if rows.size:
-      raise InputError(
-          f"rankings[{rows[0]}, {cols[0]}] = {r[rows[0], cols[0]]} is marked "
-          f"unavailable by where[{rows[0]}]; a listed item must be available.")
-  c = np.ones(m) if counts is None else np.asarray(counts, np.float64)
-  if c.shape != (m,):
-    raise ShapeError(f"counts must be float[m={m}], got shape {c.shape}.")
-  if not np.all(np.isfinite(c) & (c >= 0)):
-    bad = int(np.flatnonzero(~(np.isfinite(c) & (c >= 0)))[0])
-    raise InputError(f"counts[{bad}] = {c[bad]}; counts must be finite and ≥ 0.")
 
   # Drop rows that carry no information up front (all padding, zero count).
   keep = (r[:, 0] >= 0) & (c > 0)
@@ -173,6 +142,44 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior: float = 0.
       log_likelihood=ll,
       n_iter=it,
       prior=float(prior))
+
+
+def _check_rankings(rankings, n_items, where, counts, prior, fn: str):
+  """Validated (rankings int[m, k], where bool[m, n] or None, counts float64[m], n)."""
+  n = int(n_items)
+  if n < 1:
+    raise InputError(f"n_items must be ≥ 1, got {n_items}.")
+  if n > MAX_ITEMS:
+    raise InputError(
+        f"n_items = {n} is above {fn}'s limit of {MAX_ITEMS}: the Newton step "
+        f"forms the dense n × n Fisher information.")
+  r = np.asarray(rankings)
+  if r.ndim != 2:
+    raise ShapeError(f"rankings must be int[m, k], got shape {r.shape}.")
+  r = np.asarray(_checks.int_array(r, "rankings"))
+  m, k = r.shape
+  if k > n:
+    raise ShapeError(f"rankings lists {k} items per row but n_items = {n}.")
+  _checks.check_item_lists(r, n, "rankings")
+  if not (np.isfinite(prior) and prior >= 0):
+    raise InputError(f"prior must be a finite number ≥ 0, got {prior}.")
+  avail = None
+  if where is not None:
+    avail = np.asarray(where)
+    if avail.dtype != np.bool_ or avail.shape != (m, n):
+      raise ShapeError(f"where must be bool[m={m}, n={n}], got {avail.dtype}{list(avail.shape)}.")
+    rows, cols = np.nonzero((r >= 0) & ~np.take_along_axis(avail, np.maximum(r, 0), axis=1))
+    if rows.size:
+      raise InputError(
+          f"rankings[{rows[0]}, {cols[0]}] = {r[rows[0], cols[0]]} is marked "
+          f"unavailable by where[{rows[0]}]; a listed item must be available.")
+  c = np.ones(m) if counts is None else np.asarray(counts, np.float64)
+  if c.shape != (m,):
+    raise ShapeError(f"counts must be float[m={m}], got shape {c.shape}.")
+  if not np.all(np.isfinite(c) & (c >= 0)):
+    bad = int(np.flatnonzero(~(np.isfinite(c) & (c >= 0)))[0])
+    raise InputError(f"counts[{bad}] = {c[bad]}; counts must be finite and ≥ 0.")
+  return r, avail, c, n
 
 
 def listed_items(rankings, n_items: int) -> np.ndarray:

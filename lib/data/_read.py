@@ -78,7 +78,13 @@ def read(source: str, *, on_invalid: str | None = None) -> EventTable:
       (`?covariates=grid,constructor`, the default when results.csv has those
       columns; `?covariates=` for none); `long:` takes `?covariates=COL,...`
       (each becomes `cov_COL`: numeric when every value is a number, else
-      categorical) and `?categorical=COL,...` (forced categorical).
+      categorical) and `?categorical=COL,...` (forced categorical);
+      `prices:` derives `cov_vol_20`, `cov_mom_60` and `cov_rev_5` from the
+      prices strictly before each day (`?covariates=vol:20,mom:60,rev:5`, the
+      default; `mom:W/S` skips the last S days, 5 by default; `?covariates=`
+      for none) and starts on the first day whose windows are full (60 days
+      later than with `?covariates=` by default; the metadata's
+      `warmup_days_dropped` and `first_event` say so).
       `rankings:` and `draws:` hold one event per row with no per-item
       columns, so they take no covariates.
       A relative PATH not found here is looked up in $LUCE_SHARED_DATA.

@@ -825,6 +825,130 @@ def load_sp500_prices() -> pd.DataFrame:
   return load_sp500_dataset()
 
 
+# Price covariate name -> (what it is, default window W in days).
+PRICE_COVARIATES = {"vol": ("trailing volatility", 20), "mom": ("momentum", 60),
+                    "rev": ("short-term reversal", 5)}
+MOMENTUM_SKIP = 5  # mom:W skips the most recent 5 days unless written mom:W/S
+DEFAULT_PRICE_COVARIATES = "vol:20,mom:60,rev:5"
+
+
+@dataclasses.dataclass(frozen=True)
+class PriceCovariate:
+  """One covariate of `prices:`: `kind` (vol, mom, rev), window W, skip S (mom only)."""
+  kind: str
+  window: int
+  skip: int = 0
+
+  @property
+  def column(self) -> str:
+    """`cov_vol_20`, `cov_mom_60` (`cov_mom_60_S` for a skip S other than 5), `cov_rev_5`."""
+    extra = f"_{self.skip}" if self.kind == "mom" and self.skip != MOMENTUM_SKIP else ""
+    return f"{COVARIATE_PREFIX}{self.kind}_{self.window}{extra}"
+
+  def __str__(self) -> str:
+    return f"{self.kind}:{self.window}" + (f"/{self.skip}" if self.kind == "mom" else "")
+
+
+def price_covariate_specs(spec: str | None) -> list[PriceCovariate]:
+  """Parse `covariates=vol:20,mom:60,rev:5` (None: that default; "": none).
+
+  Each entry is NAME, NAME:W or, for momentum, mom:W/S (skip S, default 5); a
+  bare NAME takes its default window. Unknown names, windows that are not
+  positive integers (vol needs W >= 2: a standard deviation of one return is
+  undefined), a skip outside 0 <= S < W and repeated columns raise ConfigError.
+  """
+  text = DEFAULT_PRICE_COVARIATES if spec is None else spec
+  option = f"prices: covariates={text!r}"
+  usage = (f"write NAME:WINDOW entries separated by commas, e.g. "
+           f"covariates={DEFAULT_PRICE_COVARIATES} (mom:W/S skips the last S days; "
+           f"covariates= for none)")
+
+  def whole(value: str, what: str, token: str) -> int:
+    try:
+      return int(value.strip())
+    except ValueError:
+      raise ConfigError(f"{option}: {token!r}: the {what} {value.strip()!r} is not an integer; "
+                        f"{usage}.") from None
+
+  out: list[PriceCovariate] = []
+  for token in (t.strip() for t in text.split(",")):
+    if not token:
+      continue
+    kind, _, rest = token.partition(":")
+    kind = kind.strip().lower()
+    if kind not in PRICE_COVARIATES:
+      valid = ", ".join(f"{k} ({what}, default {w})" for k, (what, w) in PRICE_COVARIATES.items())
+      raise ConfigError(f"{option}: unknown covariate {kind!r} in {token!r}; valid covariates: "
+                        f"{valid}; {usage}.")
+    window_text, slash, skip_text = rest.partition("/")
+    if slash and kind != "mom":
+      raise ConfigError(f"{option}: {token!r}: only mom takes a skip (mom:W/S); {usage}.")
+    window = whole(window_text, "window", token) if window_text.strip() \
+        else PRICE_COVARIATES[kind][1]
+    if window <= 0:
+      raise ConfigError(f"{option}: {token!r}: the window must be a positive number of days; "
+                        f"{usage}.")
+    if kind == "vol" and window < 2:
+      raise ConfigError(f"{option}: {token!r}: volatility needs a window of at least 2 days "
+                        f"(the standard deviation of one return is undefined).")
+    skip = 0
+    if kind == "mom":
+      skip = whole(skip_text, "skip", token) if slash else MOMENTUM_SKIP
+      if not 0 <= skip < window:
+        raise ConfigError(f"{option}: {token!r}: the skip must be 0 <= S < W = {window} "
+                          f"(momentum is the return over days [t-W, t-S)); write "
+                          f"mom:{window}/{min(max(skip, 0), window - 1)} or a longer window.")
+    cov = PriceCovariate(kind, window, skip)
+    if any(c.column == cov.column for c in out):
+      raise ConfigError(f"{option}: {token!r} repeats column {cov.column!r}; name each "
+                        f"covariate once.")
+    out.append(cov)
+  return out
+
+
+def price_covariates(prices: np.ndarray, specs: list[PriceCovariate]) -> dict[str, np.ndarray]:
+  """Leak-free covariates of each price day, from the prices of earlier days only.
+
+  Args:
+    prices: float64[D, n] prices of days 0..D-1 (NaN where missing), in time order.
+    specs: the covariates (`price_covariate_specs`).
+
+  Returns:
+    column -> float64[D, n]: row d holds the covariates of the event of day d,
+    which ranks the returns r_d = p_d / p_{d-1} - 1. With r_s the return of
+    day s:
+
+    - vol:W  `std(r_{d-W}, ..., r_{d-1})` (ddof=1; reads p_{d-W-1} .. p_{d-1});
+    - mom:W/S  `p_{d-1-S} / p_{d-1-W} - 1`, the cumulative return of days
+      d-W .. d-S-1 (the W days before d less the last S);
+    - rev:W  `p_{d-1} / p_{d-1-W} - 1`, the cumulative return of days d-W .. d-1.
+
+    Row d reads prices of days < d only. It is NaN where a price it reads is
+    missing, in particular in rows d <= W (the window is not full yet).
+  """
+  prices = np.asarray(prices, dtype=np.float64)
+  d_all, n = prices.shape
+  returns = np.full((d_all, n), np.nan)
+  returns[1:] = prices[1:] / prices[:-1] - 1.0
+  out = {}
+  for c in specs:
+    w = c.window
+    values = np.full((d_all, n), np.nan)
+    if c.kind == "vol":
+      if d_all > w:
+        # windows[k] = returns[k : k + w], the window of day d = k + w.
+        windows = np.lib.stride_tricks.sliding_window_view(returns[:-1], w, axis=0)
+        step = max(1, (1 << 22) // max(1, n * w))  # bound the temporary to ~32 MB
+        for s in range(0, len(windows), step):
+          values[w + s:w + s + step] = windows[s:s + step].std(axis=-1, ddof=1)
+    else:
+      skip = c.skip if c.kind == "mom" else 0
+      if d_all > w + 1:
+        values[w + 1:] = prices[w - skip:d_all - 1 - skip] / prices[:d_all - 1 - w] - 1.0
+    out[c.column] = values
+  return out
+
+
 def read_prices(path: pathlib.Path | None, opts: dict) -> Loaded:
   """Wide prices -> one event per day ranking the assets by that day's return.
 
@@ -832,9 +956,36 @@ def read_prices(path: pathlib.Path | None, opts: dict) -> Loaded:
   t-1 is not available that day (the `available` column). `top=k` keeps the best
   k (a top-k ranking, or a set with kind=set). Equal returns keep the column
   order. Each event keeps all returns as `ctx_returns` (float64[n_assets], NaN
-  where missing) for portfolio backtests. The first day has no return: the table
-  starts on the second.
+  where missing) for portfolio backtests.
+
+  Per-item covariates from the prices strictly before the day ranked
+  (`price_covariates` gives the formulas), one value per available asset:
+  `covariates=vol:20,mom:60,rev:5` is the default and gives `cov_vol_20`
+  (volatility of the 20 daily returns before the day), `cov_mom_60` (the return
+  over days [t-60, t-5): momentum skipping the last week, `mom:W/S` for another
+  skip S, column `cov_mom_W_S`) and `cov_rev_5` (the return of the last 5
+  days, short-term reversal); a bare name takes its default window,
+  `covariates=` gives none.
+
+  Early days: the first day has no return, and a covariate of window W needs
+  the W returns (W + 1 prices) before the day, so the table starts on the
+  first day whose windows are all full: price row max(W) + 1, counting from 0
+  (row 1 with covariates=, row 61 by default, so 60 events fewer). The days
+  left out are said in the metadata (`warmup_days_dropped`, `first_event`);
+  the first event thus depends on the windows asked for (keeping it fixed
+  would mean dropping days from tables that need none, or capping the
+  windows). Later, an asset whose windows read a missing price (a gap, a late
+  listing) is left out of that day's available assets and ranking rather than
+  given a NaN covariate (a warning and the metadata's `covariate_excluded` count
+  them; a day left with no asset is dropped, `covariate_days_dropped`). A file
+  too short for the windows is a DataError.
+
+  The default windows are the usual equity-factor ones on daily data: a month
+  of volatility, about three months of momentum less the last week (the
+  "12-1" momentum, skipping the short-term reversal, at a daily horizon) and a
+  week of reversal.
   """
+  specs = price_covariate_specs(opts.get("covariates"))
   if path is None:
     frame = load_sp500_prices()
     name = "skfolio sp500"
@@ -868,14 +1019,53 @@ def read_prices(path: pathlib.Path | None, opts: dict) -> Loaded:
   order, note = _time_order(dates)
   prices, dates, lines = prices[order], dates[order], lines[order]
   n_assets = len(assets)
-  returns = prices[1:] / prices[:-1] - 1.0
-  avail = np.isfinite(returns)
   kind = choice(opts.get("kind", "ranking"), "kind", ("ranking", "set"))
   top = integer(opts["top"], "top") if "top" in opts else None
   if kind == "set" and top is None:
     raise ConfigError(f"prices:{name}: kind=set needs top=K (the set of the K best assets).")
   if top is not None and not 1 <= top <= n_assets:
     raise ConfigError(f"prices:{name}: top={top}; there are {n_assets} assets.")
+
+  # Day d of the file is an event for d >= first: the first day whose windows are all full.
+  first = 1 + max((c.window for c in specs), default=0)
+  if specs and len(prices) <= first:
+    windows = ",".join(map(str, specs))
+    raise DataError(f"prices:{name}: {len(prices)} days of prices, but covariates={windows} "
+                    f"read the {first} prices before a day (the largest window's {first - 1} "
+                    f"returns), so the first event would be day {first + 1} of the file; give "
+                    f"a longer price history, shorter windows, or covariates= for none.")
+  returns = prices[1:] / prices[:-1] - 1.0  # returns[d - 1]: the return of day d
+  avail = np.isfinite(returns)
+  cov_days = {col: v[1:] for col, v in price_covariates(prices, specs).items()}
+  known = np.ones_like(avail)
+  for v in cov_days.values():
+    known &= np.isfinite(v)
+  day = np.arange(1, len(prices))
+  keep_day = day >= first
+  excluded = avail & ~known & keep_day[:, None]
+  avail &= known
+  emptied = keep_day & ~avail.any(axis=1) & excluded.any(axis=1)
+  metadata = {}
+  if specs:
+    if excluded.any():
+      i, j = (int(x[0]) for x in np.nonzero(excluded))
+      warnings.warn(f"prices:{name}: {int(excluded.sum())} (day, asset) pairs left out of the "
+                    f"rankings because a price their covariate windows read is missing (e.g. "
+                    f"{assets[j]!r} on line {int(lines[i + 1])}, {dates[i + 1]}); "
+                    f"{int(emptied.sum())} days were left with no asset and dropped.",
+                    stacklevel=3)
+    keep_day &= ~emptied
+    metadata.update({
+        "covariates": ",".join(c.column[len(COVARIATE_PREFIX):] for c in specs),
+        "covariate_windows": ",".join(map(str, specs)),
+        "warmup_days_dropped": str(first - 1),
+        "covariate_excluded": str(int(excluded.sum())),
+        "covariate_days_dropped": str(int(emptied.sum())),
+    })
+  returns, avail, day = returns[keep_day], avail[keep_day], day[keep_day]
+  if specs and len(day):
+    start = dates[day[0]]
+    metadata["first_event"] = str(start.astype("datetime64[D]") if start.dtype.kind == "M" else start)
   # Best first; missing returns sort last and are cut by the per-day count.
   ranking = np.argsort(np.where(avail, -returns, np.inf), axis=1, kind="stable")
   lengths = avail.sum(axis=1)
@@ -890,17 +1080,21 @@ def read_prices(path: pathlib.Path | None, opts: dict) -> Loaded:
   ret_flat = pa.array(returns.reshape(-1), pa.float64(), from_pandas=True)
   cols = {
       "event_id": pa.array(np.arange(m, dtype=np.int64)),
-      "time": _time_array(dates[1:]),
+      "time": _time_array(dates[day]),
       "items": _ranked_lists(values, offsets),
       "kind": pa.array([kind] * m, pa.string()),
       "available": _ranked_lists(cols_, avail_offsets),
       CONTEXT_PREFIX + "returns": pa.FixedSizeListArray.from_arrays(ret_flat, n_assets),
   }
-  metadata = {"reader": "prices", "assets": ",".join(assets), "top": str(top or n_assets)}
+  cov_offsets = pa.array(avail_offsets.astype(np.int32))
+  for col, v in cov_days.items():
+    cols[col] = pa.ListArray.from_arrays(cov_offsets, pa.array(v[keep_day][avail], pa.float64()))
+  metadata = {"reader": "prices", "assets": ",".join(assets), "top": str(top or n_assets),
+              **metadata}
   if note:
     metadata["order"] = note
   catalog = Catalog.from_labels(assets)
   table = EventTable(pa.table(cols), catalog, metadata)
-  prov = Provenance(file=name, event_rows=lines[1:], value_columns=assets,
+  prov = Provenance(file=name, event_rows=lines[day], value_columns=assets,
                     columns={"time": date_col})
   return Loaded(table, prov, top if kind == "set" else None, problems)

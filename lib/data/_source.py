@@ -31,8 +31,9 @@ SCHEMES: dict[str, tuple[str, tuple[str, ...]]] = {
                ("classified", "duplicates", "ties", "from_year", "to_year", "covariates")),
     "preflib": ("a PrefLib .soc/.soi/.toc/.toi file",
                 ("counts", "ties")),
-    "prices": ("a wide price table (date + one column per asset) or `sp500` (skfolio)",
-               ("delimiter", "date", "date_format", "top", "kind")),
+    "prices": ("a wide price table (date + one column per asset) or `sp500` (skfolio); "
+               "covariates vol:20, mom:60, rev:5 from the prices before each day",
+               ("delimiter", "date", "date_format", "top", "kind", "covariates")),
     "events": ("a luce event table in Parquet (luce.data.write)",
                ("verify_hash",)),
     "synthetic": ("events drawn from a known context-dependent PL model; KIND is ranking "
