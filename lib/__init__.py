@@ -21,7 +21,7 @@ from luce.errors import (
     ShapeError,
 )
 from luce._checks import checked
-from luce.fit import PLFit, fit_pl, listed_items
+from luce.fit import CLFit, PLFit, fit_cl, fit_pl, listed_items
 from luce.pl import pl_log_prob
 from luce.pl_set import pl_set_log_prob
 from luce.sampling import gumbel_noise, pl_sample

@@ -76,7 +76,6 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior: float = 0.
     PLFit with centred log-strengths, standard errors and log-likelihood.
   """
   r, avail, c, n = _check_rankings(rankings, n_items, where, counts, prior, "fit_pl")
-  m, k = r.shape
 
   # Drop rows that carry no information up front (all padding, zero count).
   keep = (r[:, 0] >= 0) & (c > 0)
@@ -303,3 +302,511 @@ def _derivatives(theta, rankings, avail, counts, complete, *, n):
   outer = term1 - cross - cross.T + term3
   fisher = jnp.diag(expected) - outer
   return ll, grad, fisher
+
+
+# ---------------------------------------------------------------------------
+# Conditional logit: Plackett-Luce with per-event item covariates.
+
+# Elements of the per-block [B, A, A] stage-sum product of `_cl_derivatives`
+# (A: most items available in one event); events are processed in blocks of B.
+_CL_BLOCK = 1 << 22
+
+
+@dataclasses.dataclass(frozen=True)
+class CLFit:
+  """Result of `fit_cl`.
+
+  Attributes:
+    beta: float64[p] covariate slopes β (score per unit of each covariate).
+    beta_stderr: float64[p] their standard errors (inf for the covariates in
+      `unidentified`).
+    log_strengths: float64[n] item effects θ, centred (mean 0); zeros when
+      item_effects=False.
+    stderr: float64[n] standard errors of the centred θ (zeros when
+      item_effects=False).
+    covariance: float64[n + p, n + p] covariance of all parameters, θ first
+      then β, from the inverse Fisher information with the priors' precision
+      added (the θ block is centred; θ rows are zero when item_effects=False;
+      rows of unidentified covariates are NaN).
+    log_likelihood: log-likelihood of the data at (θ, β), without priors, nats.
+    iterations: Newton iterations taken.
+    prior: precision of the ridge prior on θ.
+    beta_prior: precision of the ridge prior on β actually used (0 unless the
+      data are separable along some covariate direction, see `fit_cl`).
+    separating_direction: float64[p] or None: a direction d along which the
+      data are separable (found before fitting), the reason β was penalised.
+    unidentified: indices of covariates whose slope the data cannot identify:
+      alone or in a linear combination with others they are constant among
+      every event's available items. β is 0 along those directions.
+    item_effects: whether θ was fitted.
+  """
+  beta: np.ndarray
+  beta_stderr: np.ndarray
+  log_strengths: np.ndarray
+  stderr: np.ndarray
+  covariance: np.ndarray
+  log_likelihood: float
+  iterations: int
+  prior: float
+  beta_prior: float
+  separating_direction: np.ndarray | None
+  unidentified: tuple[int, ...]
+  item_effects: bool
+
+  def scores(self, covariates) -> np.ndarray:
+    """float64[m, n] scores s_ti = θ_i + x_ti · β of events with covariates
+    float[m, n, p]. Unavailable items get a score too (NaN if their covariate
+    is NaN): mask them with the events' availability."""
+    x = np.asarray(covariates, np.float64)
+    n, p = self.log_strengths.shape[0], self.beta.shape[0]
+    if x.ndim != 3 or x.shape[1:] != (n, p):
+      raise ShapeError(f"covariates must be float[m, n={n}, p={p}], got shape {list(x.shape)}.")
+    return self.log_strengths[None, :] + x @ self.beta
+
+
+def fit_cl(rankings, covariates, n_items: int, *, where=None, counts=None,
+           item_effects: bool = True, prior: float = 0.01, beta_prior: float | None = None,
+           tol: float = 1e-9, max_iter: int = 100) -> CLFit:
+  r"""Conditional-logit Plackett-Luce: item effects plus covariate slopes.
+
+  The score of item i in event t is
+
+    s_ti = θ_i + x_ti · β,
+
+  with x_ti = covariates[t, i] (float[p], what is known of item i before
+  event t), θ the item effects (centred; left out with item_effects=False)
+  and β the slopes shared by all items. Each row of `rankings` is a top-k
+  list best first, as `fit_pl` takes them: its j-th item was chosen from the
+  event's available items (`where`) not listed before it, with probability
+  softmax(s_t) over those. The objective
+
+    Σ_t c_t log P(ranking_t | θ, β) − prior/2 · ‖θ‖² − beta_prior/2 · ‖β‖²
+
+  is maximised by Newton's method in float64 with a backtracking line search
+  (step halving), stopping when the Newton decrement gᵀ I⁻¹ g / 2 (the
+  gradient in the metric of the inverse information) is below `tol`.
+  Only rankings are taken (top-k lists); unordered sets have no ranking
+  likelihood of this form here.
+
+  Gradient and information come from stage sums: per stage j of event t,
+  ∂/∂s_t = onehot(π_j) − p_tj and −∂²/∂s_t² = diag p_tj − p_tj p_tjᵀ, with
+  p_tj the softmax over the items still available. Each event's available
+  items are laid out in slots (its listed items in order, then the unlisted
+  ones), so stage j's choice set is the slots ≥ j: log Z_tj is one reverse
+  cumulative logsumexp, and the chain rule to (θ, β) needs arrays of at most
+  [B, k, A] and [B, A, A] (B events per block, A the most items available in
+  one event) — never [m, k, n, n]. The cost is O(m·k·A·p + m·A²) per
+  iteration plus an (n + p)³ Cholesky factorisation.
+
+  Existence. θ has a ridge prior (`prior`, as in `fit_pl`); β is
+  unpenalised unless the MLE would not exist:
+  - a covariate direction d that is constant among every event's available
+    items carries no information (a flat direction): β is fitted in the
+    identified subspace and those covariates are reported in `unidentified`
+    with infinite standard errors;
+  - a separable direction d (the listed order never contradicts x · d: each
+    listed item has x · d ≥ every item left when it was chosen, strictly
+    somewhere) makes the likelihood increase without bound along d. It is
+    found before fitting by a linear program. With beta_prior=None (the
+    default) β then gets the ridge prior `prior` too, enough for existence,
+    and the fit reports `separating_direction`; with beta_prior=0 it raises
+    ConvergenceError naming the direction.
+  With prior=0 and item effects, θ is unpenalised as well and the same
+  linear program covers (θ, β): separable data raise ConvergenceError.
+
+  Args:
+    rankings: int[m, k] item ids best first, −1 padding shorter lists.
+    covariates: float[m, n, p] per-event item covariates (values of
+      unavailable items are ignored; NaN or inf at an available item is an
+      InputError). p may be 0 with item effects (then this is `fit_pl`).
+    n_items: number of items n.
+    where: bool[m, n] or None (every item available in every event; costs
+      O(m·n²) per iteration then). Listed items must be available.
+    counts: float[m] or None, ≥ 0: how many times each row was observed.
+    item_effects: fit θ; False scores items by their covariates alone.
+    prior: precision of the Gaussian prior on each θ_i, ≥ 0.
+    beta_prior: precision of a Gaussian prior on each β_j, ≥ 0, or None:
+      0 unless the data are separable, then `prior`.
+    tol: stop when the Newton decrement is below tol (nats).
+    max_iter: most Newton iterations.
+
+  Returns:
+    CLFit (β, θ, standard errors, covariance, log-likelihood, `scores`).
+
+  Raises:
+    ShapeError / InputError: malformed inputs (the argument is named).
+    ConvergenceError: no convergence in max_iter iterations, a stalled line
+      search, a singular information matrix (prior=0) or, with beta_prior=0
+      or prior=0, separable data.
+  """
+  r, avail, c, n = _check_rankings(rankings, n_items, where, counts, prior, "fit_cl")
+  m = r.shape[0]
+  x = np.asarray(covariates)
+  if x.ndim != 3 or x.shape[:2] != (m, n):
+    raise ShapeError(f"covariates must be float[m={m}, n={n}, p] (one row of p values per event "
+                     f"and item), got shape {list(x.shape)}.")
+  if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
+          or x.dtype == np.bool_):
+    raise ShapeError(f"covariates must be a float array, got dtype {x.dtype}.")
+  x = x.astype(np.float64)
+  p = x.shape[2]
+  if p == 0 and not item_effects:
+    raise InputError("covariates has p = 0 columns and item_effects=False: there is nothing to "
+                     "fit; pass at least one covariate or item_effects=True.")
+  if (n if item_effects else 0) + p > MAX_ITEMS:
+    raise InputError(f"n_items + p = {n + p} is above fit_cl's limit of {MAX_ITEMS}: the Newton "
+                     f"step forms the dense (n + p)² information matrix.")
+  if beta_prior is not None and not (np.isfinite(beta_prior) and beta_prior >= 0):
+    raise InputError(f"beta_prior must be None or a finite number ≥ 0, got {beta_prior}.")
+  av = np.ones((m, n), bool) if avail is None else avail
+  bad = ~np.isfinite(x) & av[:, :, None]
+  if bad.any():
+    t, i, j = (int(v) for v in np.argwhere(bad)[0])
+    raise InputError(f"covariates[{t}, {i}, {j}] = {x[t, i, j]} at an available item "
+                     f"(where[{t}, {i}] is True); covariates of available items must be finite.")
+
+  keep = (r[:, 0] >= 0) & (c > 0)
+  r, c, av, x = r[keep], c[keep], av[keep], x[keep]
+  idx, xc, lengths = _cl_layout(r, av, x)
+  rows, d = _cl_chain(idx, xc, lengths)
+
+  q, unidentified = _cl_identified(d)
+  dq = d @ q
+  pen_beta = 0.0 if beta_prior is None else float(beta_prior)
+  direction = None
+  if q.shape[1] and pen_beta == 0:
+    delta = _cl_separating(dq)
+    if delta is not None:
+      direction = q @ delta
+      direction /= np.abs(direction).max()
+      where_ = ", ".join(f"{v:+.3g}·covariates[..., {j}]" for j, v in enumerate(direction)
+                         if abs(v) > 1e-6)
+      if beta_prior is not None or prior == 0:
+        raise ConvergenceError(
+            f"fit_cl: the data are separable along the covariate direction {where_}: every "
+            f"listed item scores at least as high along it as each item still available when "
+            f"it was chosen, so the likelihood grows without bound as β moves along it and no "
+            f"finite MLE exists; pass beta_prior > 0 (beta_prior=None uses `prior` > 0 here), "
+            f"or drop the covariate.")
+      pen_beta = float(prior)
+  if item_effects and prior == 0:
+    _cl_check_joint(idx, rows, dq if pen_beta == 0 else dq[:, :0], n)
+
+  xq = xc @ q
+  n_t = n if item_effects else 0
+  rq = q.shape[1]
+  pen = np.concatenate([np.full(n_t, float(prior)), np.zeros(rq)])
+  pen_mat = np.diag(pen)
+  pen_mat[n_t:, n_t:] += pen_beta * (q.T @ q)
+  fix = np.zeros((n_t + rq, n_t + rq))
+  if item_effects:
+    fix[:n_t, :n_t] = 1.0 / n      # the flat all-ones direction of θ
+
+  kk = int(lengths.max()) if len(lengths) else 1
+  blocks = _cl_blocks(idx, xq, lengths, c)
+
+  # One BLAS thread for the Cholesky factorisations (see `_solve`).
+  with jax.enable_x64(True), threadpool_limits(1):
+    data = tuple(jnp.asarray(b) for b in blocks)
+
+    def evaluate(phi, derivatives=True):
+      out = _cl_derivatives(jnp.asarray(phi[:n_t] if item_effects else np.zeros(1)),
+                            jnp.asarray(phi[n_t:]), *data, n=n, k=kk, with_theta=item_effects,
+                            derivatives=derivatives)
+      ll = float(out[0])
+      obj = ll - 0.5 * float(phi @ pen_mat @ phi)
+      if not derivatives:
+        return ll, None, None, obj
+      g_t, g_b, f_tt, f_tb, f_bb = (np.asarray(o) for o in out[1:])
+      info = np.empty((n_t + rq, n_t + rq))
+      info[:n_t, :n_t], info[:n_t, n_t:], info[n_t:, :n_t], info[n_t:, n_t:] = (
+          f_tt, f_tb, f_tb.T, f_bb)
+      return ll, np.concatenate([g_t, g_b]), info, obj
+
+    phi = np.zeros(n_t + rq)
+    ll, grad, info, obj = evaluate(phi)
+    decrement, it, reason = np.inf, 0, None
+    for it in range(max_iter + 1):
+      if not np.isfinite(obj):
+        reason = f"the objective is {obj} (a non-finite value)"
+        break
+      g = grad - pen_mat @ phi
+      h = info + pen_mat + fix
+      chol = _cl_cholesky(h, prior, item_effects)
+      step = _cl_cho_solve(chol, g)
+      decrement = float(g @ step)
+      if decrement / 2 < tol:
+        break
+      if it == max_iter:
+        reason = f"max_iter = {max_iter} Newton iterations were not enough"
+        break
+      t = 1.0
+      slack = 8 * np.finfo(float).eps * max(abs(obj), 1.0)
+      while True:
+        cand = phi + t * step
+        obj_c = evaluate(cand, derivatives=False)[3]
+        if np.isfinite(obj_c) and obj_c >= obj + 0.25 * t * decrement - slack:
+          break
+        t *= 0.5
+        if t < 1e-10:
+          break
+      if t < 1e-10:
+        reason = "the line search found no ascent step (step halved to < 1e-10)"
+        break
+      phi = cand
+      ll, grad, info, obj = evaluate(phi)
+  if reason is not None or not decrement / 2 < tol:
+    raise ConvergenceError(
+        f"fit_cl did not converge: {reason} (Newton decrement {decrement / 2:.3g}, tol "
+        f"{tol:g}, after {it} iterations); increase max_iter or the prior, or standardise "
+        f"the covariates.")
+
+  # Covariance of (θ centred, β = q γ).
+  with threadpool_limits(1):
+    inv = _cl_cho_solve(chol, np.eye(n_t + rq))
+  jac = np.zeros((n + p, n_t + rq))
+  if item_effects:
+    jac[:n, :n] = np.eye(n) - 1.0 / n
+  jac[n:, n_t:] = q
+  cov = jac @ inv @ jac.T
+  cov = 0.5 * (cov + cov.T)
+  var = np.clip(np.diag(cov), 0.0, None)
+  if unidentified:
+    bad = n + np.asarray(unidentified)
+    cov[bad, :] = np.nan
+    cov[:, bad] = np.nan
+    var[bad] = np.inf
+  se = np.sqrt(var)
+  theta = phi[:n_t] - phi[:n_t].mean() if item_effects else np.zeros(n)
+  return CLFit(
+      beta=q @ phi[n_t:],
+      beta_stderr=se[n:],
+      log_strengths=theta,
+      stderr=se[:n] if item_effects else np.zeros(n),
+      covariance=cov,
+      log_likelihood=ll,
+      iterations=it,
+      prior=float(prior),
+      beta_prior=pen_beta,
+      separating_direction=direction,
+      unidentified=unidentified,
+      item_effects=bool(item_effects))
+
+
+def _cl_layout(r, av, x):
+  """Each event's available items in slots: listed ones in order, then the rest.
+
+  Returns idx int[m, A] (item per slot, −1 past the event's items), the
+  covariates float64[m, A, p] per slot (0 on padding) and lengths int[m]
+  (listed items). Stage j's choice set is then the valid slots ≥ j.
+  """
+  m, n = av.shape
+  k = r.shape[1]
+  a_max = max(int(av.sum(axis=1).max()), 1) if m else 1
+  key = np.broadcast_to(k + np.arange(n), (m, n)).copy()
+  rows, slots = np.nonzero(r >= 0)
+  key[rows, r[rows, slots]] = slots
+  key[~av] = k + n
+  order = np.argsort(key, axis=1, kind="stable")[:, :a_max]
+  valid = np.take_along_axis(av, order, axis=1)
+  idx = np.where(valid, order, -1).astype(np.int32)
+  xc = x[np.arange(m)[:, None], order] * valid[:, :, None]
+  return idx, xc, (r >= 0).sum(axis=1).astype(np.int32)
+
+
+def _cl_chain(idx, xc, lengths):
+  """The pairwise comparisons that imply every stage's: each listed item over
+  the next, the last listed over every unlisted one.
+
+  Returns (rows: (event, winner slot, loser slot) int arrays, d float64[R, p]
+  = x_winner − x_loser).
+  """
+  m, a = idx.shape
+  slot = np.arange(1, a)
+  parent = np.minimum(slot[None, :] - 1, lengths[:, None] - 1)
+  t, b = np.nonzero(idx[:, 1:] >= 0)
+  win, lose = parent[t, b], b + 1
+  return (t, win, lose), xc[t, win] - xc[t, lose]
+
+
+def _cl_identified(d):
+  """(q float64[p, r], unidentified): β = q γ spans the directions the data
+  identify (those not constant among every event's available items)."""
+  p = d.shape[1]
+  if p == 0:
+    return np.zeros((0, 0)), ()
+  scale = np.sqrt(np.sum(d * d, axis=0))
+  nz = scale > 0
+  if nz.all():
+    g = (d / scale).T @ (d / scale)
+    lam, vec = np.linalg.eigh(g)
+    if lam[0] > 1e-10 * max(lam[-1], 1.0):
+      return np.eye(p), ()
+  q = np.zeros((p, 0))
+  flat = ~nz
+  if nz.any():
+    dn = d[:, nz] / scale[nz]
+    lam, vec = np.linalg.eigh(dn.T @ dn)
+    ok = lam > 1e-10 * max(lam[-1], 1.0)
+    q = np.zeros((p, int(ok.sum())))
+    q[nz] = vec[:, ok] / scale[nz][:, None]
+    flat[np.flatnonzero(nz)] = np.sum(vec[:, ~ok] ** 2, axis=1) > 1e-8
+  return q, tuple(int(j) for j in np.flatnonzero(flat))
+
+
+def _cl_separating(d):
+  """A direction δ with d δ ≥ 0 everywhere and > 0 somewhere, or None.
+
+  Solves max 1ᵀ d δ s.t. d δ ≥ 0, |δ| ≤ 1 (columns scaled to unit max), then
+  checks the direction it returns.
+  """
+  from scipy.optimize import linprog
+
+  if d.shape[0] == 0:
+    return None
+  scale = np.abs(d).max(axis=0)
+  scale = np.where(scale > 0, scale, 1.0)
+  dn = d / scale
+  res = linprog(-dn.sum(axis=0), A_ub=-dn, b_ub=np.zeros(len(dn)), bounds=(-1, 1),
+                method="highs")
+  if res.status != 0 or res.x is None:
+    return None
+  delta = res.x
+  v = dn @ delta
+  size = np.abs(v).max() if v.size else 0.0
+  if size < 1e-7 or v.min() < -1e-9 * max(size, 1.0):
+    return None
+  return delta / scale
+
+
+def _cl_check_joint(idx, rows, d, n):
+  """With prior=0 and item effects: raise unless no (θ, β) direction separates."""
+  import scipy.sparse as sp
+  from scipy.optimize import linprog
+
+  t, win, lose = rows
+  nr = len(t)
+  if nr == 0:
+    return
+  scale = np.abs(d).max(axis=0) if d.shape[1] else np.zeros(0)
+  scale = np.where(scale > 0, scale, 1.0)
+  theta_part = sp.csr_matrix(
+      (np.concatenate([np.ones(nr), -np.ones(nr)]),
+       (np.concatenate([np.arange(nr)] * 2), np.concatenate([idx[t, win], idx[t, lose]]))),
+      shape=(nr, n))
+  a = sp.hstack([theta_part, sp.csr_matrix(d / scale)]).tocsr()
+  res = linprog(-np.asarray(a.sum(axis=0)).ravel(), A_ub=-a, b_ub=np.zeros(nr), bounds=(-1, 1),
+                method="highs")
+  if res.status != 0 or res.x is None:
+    return
+  v = a @ res.x
+  size = np.abs(v).max()
+  if size < 1e-7 or v.min() < -1e-9 * max(size, 1.0):
+    return
+  dt = res.x[:n]
+  top = np.argsort(-dt)[:5].tolist()
+  raise ConvergenceError(
+      f"fit_cl: with prior=0 the maximum-likelihood estimate does not exist: a direction of "
+      f"(item effects, slopes) never contradicts the listed order (items pushed up most: {top}), "
+      f"so the likelihood grows without bound along it; use prior > 0.")
+
+
+def _cl_blocks(idx, xq, lengths, counts):
+  """Pad the events to nb × B (zero-count rows) so a block's [B, A, A] fits _CL_BLOCK."""
+  m, a = idx.shape
+  cap = max(1, _CL_BLOCK // (a * a))
+  b = min(1 << max(m - 1, 0).bit_length(), cap) if m <= cap else cap
+  nb = max(1, -(-m // b))
+  pad = nb * b - m
+
+  def fill(v, value):
+    v = np.concatenate([v, np.full((pad,) + v.shape[1:], value, v.dtype)])
+    return v.reshape((nb, b) + v.shape[1:])
+  return (fill(idx, -1), fill(xq, 0.0), fill(lengths, 0), fill(counts.astype(np.float64), 0.0))
+
+
+def _cl_cholesky(h, prior, item_effects):
+  from scipy.linalg import cho_factor
+
+  try:
+    chol = cho_factor(h, lower=True, check_finite=True)
+  except (np.linalg.LinAlgError, ValueError):
+    chol = None
+  if chol is not None:
+    diag = np.diag(chol[0]) ** 2
+    if diag.min() > 1e-13 * max(diag.max(), 1.0):
+      return chol
+  hint = ("with prior=0 some item effects are not identified (items that never meet, or a "
+          "covariate constant per item, collinear with the item effects); use prior > 0"
+          if prior == 0 and item_effects else "standardise the covariates")
+  raise ConvergenceError(f"fit_cl: the information matrix is singular or not finite: {hint}.")
+
+
+def _cl_cho_solve(chol, g):
+  from scipy.linalg import cho_solve
+
+  return cho_solve(chol, g, check_finite=False)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "k", "with_theta", "derivatives"))
+def _cl_derivatives(theta, gamma, idx, x, lengths, counts, *, n, k, with_theta,
+                    derivatives=True):
+  """Log-likelihood, gradient and Fisher information of the conditional logit.
+
+  Arrays are in blocks of B events: idx int[nb, B, A] (item per slot, −1
+  padding), x float64[nb, B, A, r], lengths int[nb, B], counts float64[nb, B].
+  Returns (ll, g_θ[n], g_γ[r], I_θθ[n, n], I_θγ[n, r], I_γγ[r, r]); the θ
+  parts are empty when with_theta is False; only (ll,) when derivatives is
+  False (the line search).
+  """
+  nb, b, a = idx.shape
+  r = x.shape[-1]
+  nt = n if with_theta else 0
+  slots = jnp.arange(a)
+  later = slots[None, None, :] >= jnp.arange(k)[None, :, None]          # [1, k, A]
+
+  def block(carry, blk):
+    ll, g_t, g_b, f_tt, f_tb, f_bb = carry
+    idx_b, x_b, len_b, c_b = blk
+    valid = idx_b >= 0
+    ii = jnp.maximum(idx_b, 0)
+    s = x_b @ gamma
+    if with_theta:
+      s = s + theta[ii]
+    s = jnp.where(valid, s, -jnp.inf)
+    stage = jnp.arange(k)[None, :] < len_b[:, None]                      # [B, k]
+    logz = jnp.where(stage, jax.lax.cumlogsumexp(s, axis=1, reverse=True)[:, :k], 0.0)
+    ll = ll + jnp.sum(c_b[:, None] * jnp.where(stage, s[:, :k] - logz, 0.0))
+    if not derivatives:
+      return (ll, g_t, g_b, f_tt, f_tb, f_bb), None
+    keep = stage[:, :, None] & later & valid[:, None, :]
+    # p_tj over the slots still in the race at stage j: [B, k, A].
+    prob = jnp.exp(jnp.where(keep, s[:, None, :] - logz[:, :, None], -jnp.inf))
+    cprob = c_b[:, None, None] * prob
+    expected = jnp.sum(cprob, axis=1)                                    # Σ_j c p_tj
+    picked = jnp.where(slots[None, :] < len_b[:, None], c_b[:, None], 0.0)
+    gs = picked - expected                                               # ∂ll/∂s [B, A]
+    u = jnp.einsum("bja,bar->bjr", prob, x_b)                            # E_p[x] per stage
+    x_flat = x_b.reshape(b * a, r)
+    xe = expected.reshape(b * a, 1) * x_flat
+    g_b = g_b + gs.reshape(-1) @ x_flat
+    f_bb = f_bb + xe.T @ x_flat - jnp.einsum("b,bjr,bjq->rq", c_b, u, u)
+    if with_theta:
+      flat_i = ii.reshape(-1)
+      g_t = g_t.at[flat_i].add(gs.reshape(-1))
+      rows = expected[..., None] * x_b - jnp.einsum("bja,bjr->bar", cprob, u)
+      f_tb = f_tb.at[flat_i].add(rows.reshape(b * a, r))
+      outer = jnp.einsum("bja,bjc->bac", cprob, prob)                    # Σ_j c p pᵀ [B, A, A]
+      pair = (ii[:, :, None] * n + ii[:, None, :]).reshape(-1)
+      f_flat = f_tt.reshape(-1).at[pair].add(-outer.reshape(-1))
+      f_flat = f_flat.at[flat_i * (n + 1)].add(expected.reshape(-1))
+      f_tt = f_flat.reshape(n, n)
+    return (ll, g_t, g_b, f_tt, f_tb, f_bb), None
+
+  f64 = x.dtype
+  init = (jnp.zeros((), f64), jnp.zeros(nt, f64), jnp.zeros(r, f64), jnp.zeros((nt, nt), f64),
+          jnp.zeros((nt, r), f64), jnp.zeros((r, r), f64))
+  if not derivatives:
+    init = (init[0],) + tuple(jnp.zeros((0,), f64) for _ in range(5))
+  out, _ = jax.lax.scan(block, init, (idx, x, lengths, counts))
+  return out[:1] if not derivatives else out

@@ -78,14 +78,22 @@ def test_resume_gives_the_same_predictions(table_path, tmp_path, monkeypatch):
   quiet = dict(progress=False, say=lambda *x: None)
   config = _config(f"events:{path}")
   config["train"] = {**config["train"], "checkpoint_every": 2}
-  full = le.walk_forward(config, tmp_path / "full", **quiet)
-  # Interrupt the run while it predicts fold 2, then run it again: it resumes after fold 1.
   from luce.models import PLFamily
-  real, calls = PLFamily.nll, []
+  real, counted = PLFamily.nll, []
+
+  def counting(*args, **kwargs):
+    counted.append(1)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(PLFamily, "nll", counting)
+  full = le.walk_forward(config, tmp_path / "full", **quiet)
+  per_fold = len(counted) // 3  # the fold's NLL, then one per permuted feature group
+  # Interrupt the run while it predicts fold 2, then run it again: it resumes after fold 1.
+  calls = []
 
   def failing(*args, **kwargs):
     calls.append(1)
-    if len(calls) == 2:
+    if len(calls) == per_fold + 1:
       raise KeyboardInterrupt
     return real(*args, **kwargs)
 
@@ -121,6 +129,9 @@ def test_resume_gives_the_same_predictions(table_path, tmp_path, monkeypatch):
   assert any("resumed at step 4 (0 of 3 folds predicted" in line for line in said), said
   np.testing.assert_array_equal(full.scores["model"], again.scores["model"])
   np.testing.assert_array_equal(full.inclusion["model"], again.inclusion["model"])
+  assert full.importance and set(full.importance) == set(again.importance)
+  for group in full.importance:
+    np.testing.assert_array_equal(full.importance[group], again.importance[group])
 
   # Report-only settings may change on a resume; what the folds compute may not.
   again = le.walk_forward(_config(f"events:{path}", cost_bps=3.0, bootstrap_samples=50),
@@ -143,7 +154,7 @@ def test_launcher_writes_the_report(tmp_path, rng):
   _prices_csv(csv, rng)
   work = tmp_path / "run"
   args = [sys.executable, "-m", "luce.launchers.backtest", "--config=configs/sp500.py",
-          f"--workdir={work}", f"--config.data.source=prices:{csv}",
+          f"--workdir={work}", f"--config.data.source=prices:{csv}?covariates=vol:10,mom:20/2,rev:3",
           "--config.data.features.horizons=(5,)", "--config.train.batch_size=16",
           "--config.model.hidden=8", "--config.backtest.start=2020-03-01",
           "--config.backtest.retrain_every=40", "--config.backtest.first_steps=5",
@@ -165,7 +176,8 @@ def test_launcher_writes_the_report(tmp_path, rng):
   assert "| uniform | " in (report / "report.md").read_text()
   # Permutation importance of each feature group, with its interval, in the JSON and the report.
   importance = metrics["importance"]
-  assert "recent results (last L events)" in importance and "calendar" in importance
+  assert {"recent results (last L events)", "calendar", "covariate vol_10", "covariate mom_20_2",
+          "covariate rev_3"} <= set(importance)
   for v in importance.values():
     assert v["ci_low"] <= v["mean"] <= v["ci_high"]
   assert "Permutation importance" in (report / "report.md").read_text()

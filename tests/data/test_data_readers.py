@@ -84,7 +84,7 @@ def test_tour_de_france_long(shared):
 
 
 def test_sp500_prices():
-  t = ld.read("prices:sp500")
+  t = ld.read("prices:sp500?covariates=")
   prices = ld._readers.load_sp500_prices()
   assert t.n_items == 20 and t.n_events == len(prices) - 1
   returns = prices.iloc[1:].to_numpy() / prices.iloc[:-1].to_numpy() - 1
@@ -228,12 +228,12 @@ def test_preflib_toc_ties(tmp_path):
 
 def test_prices_file_with_gaps(tmp_path):
   text = "date,A,B,C\n2020-01-01,10,20,\n2020-01-02,11,19,5\n2020-01-03,11,21,6\n"
-  t = ld.read(f"prices:{_write(tmp_path, 'p.csv', text)}")
+  t = ld.read(f"prices:{_write(tmp_path, 'p.csv', text)}?covariates=")
   assert t.items_array().tolist() == [[0, 1, -1], [2, 1, 0]]
   assert t.available_mask().tolist() == [[True, True, False], [True, True, True]]
   bad = _write(tmp_path, "bad.csv", "date,A,B\n2020-01-01,10,x\n2020-01-02,-1,2\n")
   with pytest.raises(DataError) as err:
-    ld.read(f"prices:{bad}", on_invalid="report")
+    ld.read(f"prices:{bad}?covariates=", on_invalid="report")
   found = [(p.check, p.row, p.column) for p in err.value.problems]
   assert found[:2] == [("parse", 2, "B"), ("parse", 3, "A")]
   assert found[2][0] == "event_size"  # so the day after has no asset with a return
