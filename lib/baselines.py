@@ -14,17 +14,31 @@ validation and test events are what the evaluation reads):
   events), updated online with every event before t (no look-ahead).
 - `static`: the PL maximum-likelihood fit on the training events
   (`luce.fit_pl` for rankings; gradient ascent on the set likelihood for sets).
+- `conditional_logit`: `luce.fit_cl` on the training events: item effects
+  plus one slope per numeric covariate, s_ti = θ_i + x_ti · β (rankings
+  only).
+- `grid`: `luce.fit_cl` without item effects on the covariate `grid` alone:
+  PL scores from the starting position, one fitted slope (rankings only).
+
+The two covariate baselines take the events' raw covariates and standardise
+each with its mean and standard deviation over the available items of the
+training events only, so nothing of a predicted event enters its own scores.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from luce.errors import ConfigError
-from luce.fit import fit_pl
+from luce.errors import ConfigError, InputError, ShapeError
+from luce.fit import fit_cl, fit_pl
 
-NAMES = ("uniform", "frequency", "recency", "static")
+NAMES = ("uniform", "frequency", "recency", "static", "conditional_logit", "grid")
+# The baselines that need `covariates` (and rankings).
+COVARIATE_BASELINES = ("conditional_logit", "grid")
 PRIOR_STAGES = 5.0
+# Which data sources give per-item covariates, for the error messages.
+COVARIATE_SOURCES = ("ergast: gives grid and pit_lane (numeric) and constructor (categorical); "
+                     "long:PATH?covariates=COL,... gives the named columns")
 
 
 def _stage_counts(items: np.ndarray, available: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +134,110 @@ def _fit_set(items, available, prior, steps: int = 300) -> np.ndarray:
   return theta - theta.mean()
 
 
+def standardised_covariates(covariates: np.ndarray, available: np.ndarray, n_train: int,
+                            names=()) -> np.ndarray:
+  """float64[m, n, p]: each covariate minus its mean over the available items of
+  the training events [0, n_train), over their standard deviation (1 if
+  constant); 0 at unavailable items."""
+  x = np.asarray(covariates, np.float64)
+  seen = available[:n_train]
+  out = np.zeros_like(x)
+  for j in range(x.shape[2]):
+    values = x[:n_train, :, j][seen]
+    if values.size == 0:
+      name = f" {names[j]!r}" if j < len(names) else ""
+      raise ConfigError(f"covariate {j}{name}: no available item in the {n_train} training "
+                        f"events to take its mean and standard deviation from.")
+    mean, std = values.mean(), values.std()
+    std = std if std > 0 else 1.0
+    out[:, :, j] = np.where(available, (x[:, :, j] - mean) / std, 0.0)
+  return out
+
+
+def _varying(x: np.ndarray, available: np.ndarray) -> np.ndarray:
+  """Columns kept for the fit: each adds a direction that varies among some
+  event's available items (greedy, in order; constant or collinear ones are
+  dropped with slope 0, as `fit_cl` would leave them unidentified)."""
+  count = available.sum(axis=1, keepdims=True)
+  mean = (x * available[:, :, None]).sum(axis=1) / np.maximum(count, 1)
+  centred = np.where(available[:, :, None], x - mean[:, None, :], 0.0).reshape(-1, x.shape[2])
+  keep = []
+  for j in range(x.shape[2]):
+    trial = centred[:, keep + [j]]
+    norms = np.sqrt((trial ** 2).sum(axis=0))
+    if norms[-1] == 0:
+      continue
+    lam = np.linalg.eigvalsh((trial / norms).T @ (trial / norms))
+    if lam[0] > 1e-8:
+      keep.append(j)
+  return np.asarray(keep, int)
+
+
+def covariate_model(name: str, items, available, n_train, kind, covariates, covariate_names=(),
+                    *, prior: float = 0.01) -> np.ndarray:
+  """float32[m, n] scores of the `conditional_logit` or `grid` baseline.
+
+  Fits `luce.fit_cl` on the training events [0, n_train) with the covariates
+  standardised on those events (`standardised_covariates`) and scores every
+  event with its own covariates. `conditional_logit` uses every covariate
+  (those constant among every training event's available items get slope 0)
+  with item effects; `grid` the covariate named "grid" (or "cov_grid") alone,
+  without item effects.
+  """
+  if kind != "ranking":
+    raise ConfigError(f"baseline {name!r} fits a Plackett-Luce ranking likelihood and takes "
+                      f"rankings only; this table holds kind {kind!r}. Drop {name!r} from "
+                      f"baselines.names for set data.")
+  if covariates is None or np.asarray(covariates).ndim != 3 or np.asarray(covariates).shape[2] == 0:
+    what = "none" if covariates is None else f"shape {list(np.shape(covariates))}"
+    need = "the covariate 'grid' (the starting grid slot)" if name == "grid" else \
+        "per-item covariates"
+    raise ConfigError(f"baseline {name!r} needs {need}: covariates=float[m, n, p] with "
+                      f"covariate_names, got {what}. Data sources with covariates: "
+                      f"{COVARIATE_SOURCES}.")
+  x = np.asarray(covariates)
+  m, n = available.shape
+  if x.shape[:2] != (m, n):
+    raise ShapeError(f"covariates must be float[m={m}, n={n}, p], got shape {list(x.shape)}.")
+  names = tuple(covariate_names)
+  if len(names) != x.shape[2]:
+    raise ShapeError(f"covariate_names has {len(names)} names for the {x.shape[2]} covariates "
+                     f"(covariates.shape[2]); give one name per covariate.")
+  if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+    raise ShapeError(f"covariates must be numeric, got dtype {x.dtype}; encode categorical "
+                     f"covariates before passing them.")
+  bad = ~np.isfinite(x.astype(np.float64)) & available[:, :, None]
+  if bad.any():
+    t, i, j = (int(v) for v in np.argwhere(bad)[0])
+    raise InputError(f"covariates[{t}, {i}, {j}] ({names[j]!r}) = {x[t, i, j]} at an available "
+                     f"item; covariates of available items must be finite.")
+  if name == "grid":
+    column = [j for j, c in enumerate(names) if c in ("grid", "cov_grid")]
+    if not column:
+      raise ConfigError(f"baseline 'grid' needs the covariate named 'grid' (the starting grid "
+                        f"slot); covariate_names = {names}. ergast: gives grid (read with "
+                        f"?covariates=grid); long:PATH?covariates=grid,... for other files.")
+    x = x[:, :, column[:1]]
+  z = standardised_covariates(x, available, n_train, names)
+  p = z.shape[2]
+  train = slice(0, n_train)
+  beta = np.zeros(p)
+  if name == "grid":
+    fit = fit_cl(items[train], z[train], n, where=available[train], item_effects=False,
+                 prior=prior)
+    beta, theta = fit.beta, np.zeros(n)
+  else:
+    keep = _varying(z[train], available[train])
+    fit = fit_cl(items[train], z[train][:, :, keep], n, where=available[train],
+                 item_effects=True, prior=prior)
+    beta[keep] = fit.beta
+    theta = fit.log_strengths
+  return (theta[None, :] + z @ beta).astype(np.float32)
+
+
 def baseline_scores(name: str, items: np.ndarray, available: np.ndarray, n_train: int, kind: str,
-                    *, half_life: float = 50.0, prior: float = 0.01) -> np.ndarray:
+                    *, covariates=None, covariate_names=(), half_life: float = 50.0,
+                    prior: float = 0.01) -> np.ndarray:
   """float32[m, n] scores of baseline `name` (one of NAMES) for every event.
 
   Args:
@@ -130,6 +246,14 @@ def baseline_scores(name: str, items: np.ndarray, available: np.ndarray, n_train
     n_train: the first n_train events are the training events; static
       baselines fit on them only.
     kind: "ranking" or "set".
+    covariates: float[m, n, p] or None: the events' raw numeric per-item
+      covariates (0 where unavailable), for `conditional_logit` and `grid`
+      (ignored by the others). They are standardised with statistics of the
+      training events only.
+    covariate_names: their p names, e.g. ("grid", "pit_lane").
+    half_life: the recency baseline's half-life in events.
+    prior: ridge precision of the fitted baselines (`static`, and θ of
+      `conditional_logit`; see `luce.fit_cl`).
   """
   items, available = np.asarray(items), np.asarray(available, bool)
   if name == "uniform":
@@ -140,4 +264,7 @@ def baseline_scores(name: str, items: np.ndarray, available: np.ndarray, n_train
     return recency(items, available, n_train, kind, half_life=half_life)
   if name == "static":
     return static(items, available, n_train, kind, prior=prior)
+  if name in COVARIATE_BASELINES:
+    return covariate_model(name, items, available, n_train, kind, covariates, covariate_names,
+                           prior=prior)
   raise ConfigError(f"baseline {name!r}; valid: {', '.join(NAMES)}.")
