@@ -45,6 +45,10 @@ def get_config(arg: str = "mlp"):
   c.train.checkpoint_every = 100
   c.train.patience = 5
   c.baselines.recency_half_life = 20.0
+  # Beside the four history baselines: conditional logit on the covariates (grid, pit
+  # lane) with item effects, grid order alone, and the openskill rating peer.
+  c.baselines.names = ("uniform", "frequency", "recency", "static", "conditional_logit", "grid",
+                       "openskill")
   # luce-backtest: the 2010-2019 races, refit every 20 races (about a season). Each step
   # scores all 848 drivers (about 5 steps/s on 2 cores), hence the short refits.
   c.backtest.start = "2010-01-01"

@@ -19,6 +19,10 @@ validation and test events are what the evaluation reads):
   only).
 - `grid`: `luce.fit_cl` without item effects on the covariate `grid` alone:
   PL scores from the starting position, one fitted slope (rankings only).
+- `openskill`: the rating peer race forecasters use: openskill's PlackettLuce
+  (Weng-Lin) ratings updated event by event over every event before t, mu as
+  log-strength with one temperature fitted on the training events
+  (`luce.ratings.openskill_scores`).
 
 The two covariate baselines take the events' raw covariates and standardise
 each with its mean and standard deviation over the available items of the
@@ -31,8 +35,12 @@ import numpy as np
 
 from luce.errors import ConfigError, InputError, ShapeError
 from luce.fit import fit_cl, fit_pl
+from luce.ratings import openskill_scores
 
-NAMES = ("uniform", "frequency", "recency", "static", "conditional_logit", "grid")
+NAMES = ("uniform", "frequency", "recency", "static", "conditional_logit", "grid", "openskill")
+# The baselines that need no refit per window: uniform, or updated online over events < t
+# (a walk-forward scores them once over all events, fitting on the events before its start).
+ONLINE_BASELINES = ("uniform", "recency", "openskill")
 # The baselines that need `covariates` (and rankings).
 COVARIATE_BASELINES = ("conditional_logit", "grid")
 PRIOR_STAGES = 5.0
@@ -154,25 +162,6 @@ def standardised_covariates(covariates: np.ndarray, available: np.ndarray, n_tra
   return out
 
 
-def _varying(x: np.ndarray, available: np.ndarray) -> np.ndarray:
-  """Columns kept for the fit: each adds a direction that varies among some
-  event's available items (greedy, in order; constant or collinear ones are
-  dropped with slope 0, as `fit_cl` would leave them unidentified)."""
-  count = available.sum(axis=1, keepdims=True)
-  mean = (x * available[:, :, None]).sum(axis=1) / np.maximum(count, 1)
-  centred = np.where(available[:, :, None], x - mean[:, None, :], 0.0).reshape(-1, x.shape[2])
-  keep = []
-  for j in range(x.shape[2]):
-    trial = centred[:, keep + [j]]
-    norms = np.sqrt((trial ** 2).sum(axis=0))
-    if norms[-1] == 0:
-      continue
-    lam = np.linalg.eigvalsh((trial / norms).T @ (trial / norms))
-    if lam[0] > 1e-8:
-      keep.append(j)
-  return np.asarray(keep, int)
-
-
 def covariate_model(name: str, items, available, n_train, kind, covariates, covariate_names=(),
                     *, prior: float = 0.01) -> np.ndarray:
   """float32[m, n] scores of the `conditional_logit` or `grid` baseline.
@@ -180,9 +169,10 @@ def covariate_model(name: str, items, available, n_train, kind, covariates, cova
   Fits `luce.fit_cl` on the training events [0, n_train) with the covariates
   standardised on those events (`standardised_covariates`) and scores every
   event with its own covariates. `conditional_logit` uses every covariate
-  (those constant among every training event's available items get slope 0)
-  with item effects; `grid` the covariate named "grid" (or "cov_grid") alone,
-  without item effects.
+  with item effects (a covariate constant among every training event's
+  available items gets slope 0; training data separable along a covariate
+  direction get a ridge on the slopes, see `luce.fit_cl`); `grid` the
+  covariate named "grid" (or "cov_grid") alone, without item effects.
   """
   if kind != "ranking":
     raise ConfigError(f"baseline {name!r} fits a Plackett-Luce ranking likelihood and takes "
@@ -217,22 +207,11 @@ def covariate_model(name: str, items, available, n_train, kind, covariates, cova
       raise ConfigError(f"baseline 'grid' needs the covariate named 'grid' (the starting grid "
                         f"slot); covariate_names = {names}. ergast: gives grid (read with "
                         f"?covariates=grid); long:PATH?covariates=grid,... for other files.")
-    x = x[:, :, column[:1]]
+    x, names = x[:, :, column[:1]], names[column[0]:column[0] + 1]
   z = standardised_covariates(x, available, n_train, names)
-  p = z.shape[2]
-  train = slice(0, n_train)
-  beta = np.zeros(p)
-  if name == "grid":
-    fit = fit_cl(items[train], z[train], n, where=available[train], item_effects=False,
-                 prior=prior)
-    beta, theta = fit.beta, np.zeros(n)
-  else:
-    keep = _varying(z[train], available[train])
-    fit = fit_cl(items[train], z[train][:, :, keep], n, where=available[train],
-                 item_effects=True, prior=prior)
-    beta[keep] = fit.beta
-    theta = fit.log_strengths
-  return (theta[None, :] + z @ beta).astype(np.float32)
+  fit = fit_cl(items[:n_train], z[:n_train], n, where=available[:n_train],
+               item_effects=name != "grid", prior=prior)
+  return fit.scores(z).astype(np.float32)
 
 
 def baseline_scores(name: str, items: np.ndarray, available: np.ndarray, n_train: int, kind: str,
@@ -267,4 +246,6 @@ def baseline_scores(name: str, items: np.ndarray, available: np.ndarray, n_train
   if name in COVARIATE_BASELINES:
     return covariate_model(name, items, available, n_train, kind, covariates, covariate_names,
                            prior=prior)
+  if name == "openskill":
+    return openskill_scores(items, available, n_train, kind)[0]
   raise ConfigError(f"baseline {name!r}; valid: {', '.join(NAMES)}.")

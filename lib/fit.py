@@ -610,7 +610,7 @@ def _cl_layout(r, av, x):
   order = np.argsort(key, axis=1, kind="stable")[:, :a_max]
   valid = np.take_along_axis(av, order, axis=1)
   idx = np.where(valid, order, -1).astype(np.int32)
-  xc = x[np.arange(m)[:, None], order] * valid[:, :, None]
+  xc = np.where(valid[:, :, None], x[np.arange(m)[:, None], order], 0.0)
   return idx, xc, (r >= 0).sum(axis=1).astype(np.int32)
 
 
@@ -734,7 +734,7 @@ def _cl_cholesky(h, prior, item_effects):
     chol = None
   if chol is not None:
     diag = np.diag(chol[0]) ** 2
-    if diag.min() > 1e-13 * max(diag.max(), 1.0):
+    if diag.size == 0 or diag.min() > 1e-13 * max(diag.max(), 1.0):
       return chol
   hint = ("with prior=0 some item effects are not identified (items that never meet, or a "
           "covariate constant per item, collinear with the item effects); use prior > 0"

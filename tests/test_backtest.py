@@ -249,3 +249,45 @@ def test_feature_groups_cover_every_column_once():
   assert groups["calendar"] == ("event_features", [0, 1, 2])
   columns = sorted(j for where, cols in groups.values() if where == "item_features" for j in cols)
   assert columns == list(range(len(names)))
+
+
+def test_covariate_and_rating_baselines_walk_forward(tmp_path, rng):
+  """A table with a grid covariate: conditional logit, grid order and openskill are
+  refit / updated on the same windows and reported with their skill intervals."""
+  m, n = 120, 8
+  theta = rng.normal(0, 1, n)
+  available = rng.random((m, n)) < 0.9
+  available[:, :4] = True
+  items = np.full((m, 4), -1, np.int32)
+  grid = np.full((m, n), np.nan)
+  for t in range(m):
+    entrants = np.flatnonzero(available[t])
+    grid[t, entrants] = rng.permutation(len(entrants)) + 1.0
+    s = theta[entrants] - 0.5 * grid[t, entrants] + rng.gumbel(size=len(entrants))
+    items[t] = entrants[np.argsort(-s)][:4]
+  table = luce.data.EventTable.from_arrays(items, catalog=n, kind="ranking", available=available,
+                                           covariates={"grid": grid})
+  path = tmp_path / "grid.parquet"
+  luce.data.write(table, path)
+  config = _config(f"events:{path}")
+  config["baselines"] = {"names": ("uniform", "recency", "conditional_logit", "grid", "openskill")}
+  wf = le.walk_forward(config, tmp_path / "run", progress=False, say=lambda *x: None)
+  assert set(wf.scores) == {"model", "uniform", "recency", "conditional_logit", "grid", "openskill"}
+  result = le.score_backtest(wf)
+  assert set(result["skill"]) == {"uniform", "recency", "conditional_logit", "grid", "openskill"}
+  models = result["models"]
+  # The generating model is grid order plus item effects: both covariate baselines beat uniform.
+  assert models["grid"]["nll"] < models["uniform"]["nll"]
+  assert models["conditional_logit"]["nll"] < models["uniform"]["nll"]
+  assert "covariate grid" in result["importance"]
+  # Without the covariate the covariate baselines are refused, naming it.
+  plain = _config(f"events:{_plain_table(tmp_path)}")
+  plain["baselines"] = {"names": ("uniform", "grid")}
+  with pytest.raises(luce.ConfigError, match="grid"):
+    le.walk_forward(plain, tmp_path / "plain", progress=False, say=lambda *x: None)
+
+
+def _plain_table(tmp_path):
+  path = tmp_path / "plain.parquet"
+  luce.data.write(synthetic_pl(n_items=8, k=3, n_events=110, seed=5).table, path)
+  return path

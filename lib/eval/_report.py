@@ -317,17 +317,18 @@ def _json_default(x):
 
 def summary_table(result: dict) -> str:
   """A short text table for the terminal: NLL and skill per model, the portfolio line."""
+  width = max(11, *(len(name) + 1 for name in result["models"]))
   lines = [f"{result['events']} events, {result['folds']} folds; NLL nats/event "
            f"({'exact' if result['nll'] == 'exact' else 'model: upper bound, baselines: exact'}); skill = "
            f"baseline NLL - model NLL with its CI and DM p",
-           f"  {'':<11}{'nll':>10}{'hits':>7}{'skill':>10}{'ci':>22}{'p':>9}"]
+           f"  {'':<{width}}{'nll':>10}{'hits':>7}{'skill':>10}{'ci':>22}{'p':>9}"]
   for name, r in result["models"].items():
     s = result["skill"].get(name)
     extra = ""
     if s:
       ci = f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]"
       extra = f"{s['mean']:>+10.4f}{ci:>22}{s['p_value']:>9.3g}"
-    lines.append(f"  {name:<11}{r['nll']:>10.4f}{r['hits']:>7.3f}{extra}")
+    lines.append(f"  {name:<{width}}{r['nll']:>10.4f}{r['hits']:>7.3f}{extra}")
   if "portfolio" in result:
     p, q = result["portfolio"], result["portfolio"]["equal_weight"]
     d = p["sharpe_diff"]

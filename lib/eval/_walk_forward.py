@@ -9,8 +9,10 @@ fold's events with its parameters frozen. Features of event t use events < t
 only (`luce.data.build_features`), so no prediction reads its own outcome or a
 later one; `tests/test_backtest.py` proves it by rewriting the future.
 
-The baselines are refit on the same windows: frequency and static PL on
-[lo_f, s_f); recency PL updates online on every event before t; uniform.
+The baselines are refit on the same windows: frequency, static PL,
+conditional logit and grid order on [lo_f, s_f); recency PL and the openskill
+rating update online on every event before t (openskill's temperature fitted
+on the events before the first prediction); uniform.
 
 Every fold trains through the one loop (`luce.train.Trainer.fit`, the loop
 luce-train runs): the same batch rule, NaN guard, checkpoints (every
@@ -37,11 +39,11 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from luce.baselines import baseline_scores
+from luce.baselines import ONLINE_BASELINES, baseline_scores
 from luce.errors import ConfigError
 from luce.models import BATCH_KEYS
 from luce.train import (Checkpoints, Logger, Trainer, build_family, checked_config, config_json,
-                        host_copy, make_mesh, new_loop_state, prepare)
+                        host_copy, make_mesh, new_loop_state, numeric_covariates, prepare)
 
 
 @dataclasses.dataclass
@@ -287,15 +289,18 @@ def _baselines(config, prepared, folds, start) -> dict[str, np.ndarray]:
   """name -> float32[m - start, n]: each baseline refit on each fold's window."""
   arrays = prepared.arrays["all"]
   items, available = arrays["items"], arrays["available"]
-  opts = dict(half_life=config.baselines.recency_half_life, prior=config.baselines.static_prior)
+  covariates, names = numeric_covariates(prepared.table)
+  opts = dict(half_life=config.baselines.recency_half_life, prior=config.baselines.static_prior,
+              covariate_names=names)
   out = {}
   for name in config.baselines.names:
-    if name in ("uniform", "recency"):  # no fit: uniform, or online over events < t
-      out[name] = baseline_scores(name, items, available, start, prepared.kind, **opts)[start:]
+    if name in ONLINE_BASELINES:  # no refit: uniform, or updated online over events < t
+      out[name] = baseline_scores(name, items, available, start, prepared.kind,
+                                  covariates=covariates, **opts)[start:]
       continue
     parts = []
     for lo, s, e in folds:
       parts.append(baseline_scores(name, items[lo:e], available[lo:e], s - lo, prepared.kind,
-                                   **opts)[s - lo:])
+                                   covariates=covariates[lo:e], **opts)[s - lo:])
     out[name] = np.concatenate(parts)
   return out

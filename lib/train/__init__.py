@@ -23,8 +23,8 @@ use it directly to write another loop.
 
 from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, REPORT_ONLY, base_config,
                                 checked_config, config_json, flatten, incompatible_changes)
-from luce.train._data import (SPLITS, Prepared, baseline_scores, prepare, reference_scores,
-                              split_bounds)
+from luce.train._data import (SPLITS, Prepared, baseline_scores, numeric_covariates, prepare,
+                              reference_scores, split_bounds)
 from luce.train._loop import (Checkpoints, Logger, Run, Trainer, batch_indices,
                               build_family, evaluate, evaluate_run, format_table, global_batch,
                               load_run, new_loop_state, train_and_evaluate, write_eval)

@@ -153,12 +153,28 @@ def data_hash(table) -> str:
   return table.content_hash
 
 
+def numeric_covariates(table) -> tuple[np.ndarray, tuple[str, ...]]:
+  """(float64[m, n, p] raw numeric covariates, 0 where an item is not available; their p
+  names without the `cov_` prefix): what the covariate baselines fit on."""
+  cols, names = [], []
+  for column in table.covariate_columns():
+    values = table.covariates(column)
+    if values.dtype != object:
+      cols.append(np.nan_to_num(values))
+      names.append(column.removeprefix("cov_"))
+  if not cols:
+    return np.zeros((len(table), table.n_items, 0)), ()
+  return np.stack(cols, axis=2), tuple(names)
+
+
 def baseline_scores(prepared: Prepared, config) -> dict[str, np.ndarray]:
   """name -> float32[m, n] scores of every event for each configured baseline."""
   b = config.baselines
   items, available = prepared.arrays["all"]["items"], prepared.arrays["all"]["available"]
   n_train = prepared.bounds[1]
+  covariates, names = numeric_covariates(prepared.table)
   return {name: baselines_lib.baseline_scores(name, items, available, n_train, prepared.kind,
+                                              covariates=covariates, covariate_names=names,
                                               half_life=b.recency_half_life, prior=b.static_prior)
           for name in b.names}
 

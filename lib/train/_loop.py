@@ -388,14 +388,15 @@ def evaluate(family, params, prepared: Prepared, config, split: str,
 def format_table(results: dict, split: str, k: int, kind: str, nll_kind: str = "exact") -> str:
   """A text table: one row per model, NLL and its 95% interval first."""
   first = next(iter(results.values()), {"events": 0})
+  width = max(12, *(len(name) + 1 for name in results)) if results else 12
   what = ("exact likelihood" if nll_kind == "exact" else
           "the model's row an upper bound (MD4 ELBO), the rest exact")
   lines = [f"{split}: {first['events']} events, NLL in nats per event ({what}; "
            f"{'set' if kind == 'set' else 'ranking'} likelihood)",
-           f"  {'':<12}{'nll':>12}  {'95% CI':>19}{f'hits@{k}':>10}{f'ndcg@{k}':>10}"]
+           f"  {'':<{width}}{'nll':>12}  {'95% CI':>19}{f'hits@{k}':>10}{f'ndcg@{k}':>10}"]
   for name, r in results.items():
     lo, hi = r["nll_ci95"]
-    lines.append(f"  {name:<12}{r['nll_per_event']:>12.4f}  [{lo:>8.4f}, {hi:>8.4f}]"
+    lines.append(f"  {name:<{width}}{r['nll_per_event']:>12.4f}  [{lo:>8.4f}, {hi:>8.4f}]"
                  f"{r['hits_at_k']:>10.3f}{r['ndcg_at_k']:>10.3f}")
   return "\n".join(lines)
 
