@@ -2,12 +2,19 @@
 
     luce-train --config=configs/sp500.py --workdir=/tmp/luce-sp500
 
+    luce-backtest --config=configs/sp500.py --workdir=/tmp/luce-bt-sp500
+
 Reads `prices:sp500` (shipped inside the skfolio wheel, works offline): each day
-ranks the 20 assets by that day's return. Trains an MLP PL scorer on 80% of the
-days, evaluates on the next 10%, and prints the validation NLL (nats per day)
-of the model beside uniform, frequency PL, recency PL and static PL. Takes under
-a minute on 2 CPU cores. Daily return ranks are close to noise: expect the
-model and static PL near 42.19 nats per day, uniform at log 20! = 42.34.
+ranks the 20 assets by that day's return, and carries each asset's trailing
+20-day volatility, 60-day momentum and 5-day reversal from earlier prices (the
+default `?covariates=` of prices:). Trains an MLP PL scorer on 80% of the days,
+evaluates on the next 10%, and prints the validation NLL (nats per day) of the
+model beside uniform, frequency PL, recency PL and static PL. Takes under a
+minute on 2 CPU cores. Daily return ranks are close to noise: expect the model
+and static PL near 42.1-42.2 nats per day, uniform at log 20! = 42.34. The
+backtest (2005-2022) prints the model's skill over each baseline: on
+2026-12-02 +0.061 nats per day over static PL, 95% CI [+0.047, +0.074], from
+ranking quiet stocks first, not from picking the day's winners.
 
 `:ARG` picks the encoder: `configs/sp500.py:itransformer`, `:transformer`.
 """
