@@ -258,15 +258,19 @@ def test_covariate_and_rating_baselines_walk_forward(tmp_path, rng):
   theta = rng.normal(0, 1, n)
   available = rng.random((m, n)) < 0.9
   available[:, :4] = True
+  available[100:, 7] = True
   items = np.full((m, 4), -1, np.int32)
   grid = np.full((m, n), np.nan)
+  team = np.full((m, n), None, dtype=object)
   for t in range(m):
     entrants = np.flatnonzero(available[t])
     grid[t, entrants] = rng.permutation(len(entrants)) + 1.0
+    # Item 7 moves to a new team at event 100: one predicted entry of an unseen level.
+    team[t, entrants] = ["new" if i == 7 and t >= 100 else f"t{i % 3}" for i in entrants]
     s = theta[entrants] - 0.5 * grid[t, entrants] + rng.gumbel(size=len(entrants))
     items[t] = entrants[np.argsort(-s)][:4]
   table = luce.data.EventTable.from_arrays(items, catalog=n, kind="ranking", available=available,
-                                           covariates={"grid": grid})
+                                           covariates={"grid": grid, "team": team})
   path = tmp_path / "grid.parquet"
   luce.data.write(table, path)
   config = _config(f"events:{path}")
@@ -279,7 +283,8 @@ def test_covariate_and_rating_baselines_walk_forward(tmp_path, rng):
   # The generating model is grid order plus item effects: both covariate baselines beat uniform.
   assert models["grid"]["nll"] < models["uniform"]["nll"]
   assert models["conditional_logit"]["nll"] < models["uniform"]["nll"]
-  assert "covariate grid" in result["importance"]
+  assert "covariate grid" in result["importance"] and "group history of team" in result["importance"]
+  assert result["unseen_levels"]["team"] == {"entries": 1, "events": 1}
   # Without the covariate the covariate baselines are refused, naming it.
   plain = _config(f"events:{_plain_table(tmp_path)}")
   plain["baselines"] = {"names": ("uniform", "grid")}

@@ -76,6 +76,9 @@ def score_backtest(wf) -> dict:
     importance[group] = {key: stats[key] for key in ("mean", "ci_low", "ci_high", "p_value")}
   if importance:
     out["importance"] = importance
+  unseen = _unseen_levels(wf)
+  if unseen:
+    out["unseen_levels"] = unseen
   returns = asset_returns(wf.prepared.table)
   if returns is not None:
     r = returns[wf.start:]
@@ -88,6 +91,19 @@ def score_backtest(wf) -> dict:
     if 2 * k <= n_assets:
       out["extremes"] = _portfolio.extremes(wf.scores["model"], r, wf.available, k=k,
                                             past_returns=returns[:wf.start])
+  return out
+
+
+def _unseen_levels(wf) -> dict:
+  """covariate -> {"entries", "events"}: predicted entries whose categorical level
+  (a constructor) had no entry in the group-history window before the event."""
+  names = list(wf.prepared.item_names)
+  features = wf.prepared.arrays["all"]["item_features"][wf.start:]
+  out = {}
+  for j, name in enumerate(names):
+    if name.startswith("grp_") and name.endswith("_new"):
+      new = (features[:, :, j] > 0.5) & wf.available
+      out[name[4:-4]] = {"entries": int(new.sum()), "events": int(new.any(axis=1).sum())}
   return out
 
 
@@ -157,6 +173,11 @@ def _sections(result: dict) -> list:
             for group, v in sorted(result["importance"].items(), key=lambda kv: -kv[1]["mean"])]
     blocks.append(("table", ["feature group", "NLL increase", "95% CI"], rows))
     blocks.append(("img", "importance.png", "permutation importance"))
+  for covariate, u in result.get("unseen_levels", {}).items():
+    blocks.append(("p", f"Unseen levels of {covariate}: {u['entries']} predicted entries in "
+                        f"{u['events']} events had a {covariate} with no entry in the group-history "
+                        f"window before the event (the model sees them as new: "
+                        f"grp_{covariate}_new = 1, group rates 0)."))
   blocks.append(("h2", "Calibration and hits"))
   draws = ("sets drawn from the diffusion model for the model, PL draws for the baselines"
            if result.get("family") == "diffusion" else "PL draws")
