@@ -34,6 +34,8 @@ def get_config(arg: str = "mlp"):
   c.train.checkpoint_every = 100
   c.optimizer.learning_rate = 3e-4
   c.optimizer.weight_decay = 1e-2
+  # Beside the four history baselines: conditional logit on the price covariates.
+  c.baselines.names = ("uniform", "frequency", "recency", "static", "conditional_logit")
   # luce-backtest: 2005-2022 predicted day by day, refit yearly (about 250 trading days).
   c.backtest.start = "2005-01-01"
   c.backtest.retrain_every = 250
