@@ -7,6 +7,8 @@ imported first.
 
 import os
 
+import numpy as np
+
 
 def shared_data_dir():
   """The shared data folder, or None when it is absent."""
@@ -24,3 +26,15 @@ def pallas_modes():
   if jax.default_backend() in ("gpu", "tpu"):
     modes.append(False)
   return modes
+
+
+def gumbel_top_k(rng, scores, k, where=None):
+  """Top-k lists by Gumbel-max in numpy from float[m, n] scores, independent of luce's
+  sampler (-1 past the available items)."""
+  g = scores + rng.gumbel(size=np.shape(scores))
+  if where is not None:
+    g = np.where(where, g, -np.inf)
+  order = np.argsort(-g, axis=1)[:, :k]
+  if where is not None:
+    order = np.where(np.take_along_axis(where, order, axis=1), order, -1)
+  return order.astype(np.int32)

@@ -8,6 +8,7 @@ import pytest
 import luce
 from luce.errors import ConvergenceError, InputError, ShapeError
 from luce.fit import _derivatives
+from luce_test_utils import gumbel_top_k
 
 
 def np_log_lik(theta, rankings, where=None, counts=None):
@@ -27,14 +28,8 @@ def np_log_lik(theta, rankings, where=None, counts=None):
 
 
 def sample_top_k(rng, theta, m, k, where=None):
-  """Top-k lists by Gumbel-max in numpy, independent of luce's sampler."""
-  g = rng.gumbel(size=(m, len(theta))) + theta
-  if where is not None:
-    g = np.where(where, g, -np.inf)
-  order = np.argsort(-g, axis=1)[:, :k]
-  if where is not None:
-    order = np.where(np.take_along_axis(where, order, axis=1), order, -1)
-  return order.astype(np.int32)
+  """Top-k lists of m events from static strengths theta."""
+  return gumbel_top_k(rng, np.broadcast_to(theta, (m, len(theta))), k, where)
 
 
 def top1_choices(rankings, n, where=None):

@@ -11,17 +11,10 @@ import luce
 from luce import fit as fit_module
 from luce.errors import ConvergenceError, InputError, ShapeError
 from luce.fit import _cl_blocks, _cl_derivatives, _cl_layout
+from luce_test_utils import gumbel_top_k
 
 
-def sample(rng, scores, k, where=None):
-  """Top-k lists by Gumbel-max in numpy from float[m, n] scores (-1 past the available)."""
-  g = scores + rng.gumbel(size=scores.shape)
-  if where is not None:
-    g = np.where(where, g, -np.inf)
-  order = np.argsort(-g, axis=1)[:, :k]
-  if where is not None:
-    order = np.where(np.take_along_axis(where, order, axis=1), order, -1)
-  return order.astype(np.int32)
+sample = gumbel_top_k
 
 
 def random_where(rng, m, n, size):

@@ -180,7 +180,7 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   start = start_index(prepared, b.start)
   folds = plan_folds(m, start, b.retrain_every, b.window, b.window_events)
   if start != prepared.fit_until:  # covariate statistics from the events before the first prediction
-    prepared = prepare(config, fit_until=start)
+    prepared = prepare(config, fit_until=start, loaded=(prepared.table, prepared.oracle))
     arrays = prepared.arrays["all"]
   say(f"data: {config.data.source} ({prepared.kind}, {m} events, {n} items) ready in "
       f"{time.perf_counter() - t0:.1f}s; walk-forward over events {start}..{m - 1} in "

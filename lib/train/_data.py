@@ -96,15 +96,16 @@ def load_table(data_config):
   return table, luce.data.oracle_scores(table)
 
 
-def prepare(config, *, fit_until: int | None = None) -> Prepared:
+def prepare(config, *, fit_until: int | None = None, loaded: tuple | None = None) -> Prepared:
   """Read, featurise and split the data of `config.data`.
 
   Covariate columns (`cov_*` features) are standardised with the mean and
   standard deviation over the available items of the events before
   `fit_until` (default: the training split's end), so no statistic of a
-  predicted event enters its own features.
+  predicted event enters its own features. `loaded`: the (table, oracle) of
+  `load_table`, when the caller has read them already.
   """
-  table, oracle = load_table(config.data)
+  table, oracle = loaded if loaded is not None else load_table(config.data)
   kind = table.kind
   if kind not in ("ranking", "set"):
     raise ConfigError(f"{config.data.source}: the table mixes rankings and sets; train on one kind.")
