@@ -6,11 +6,18 @@
 For each config: the real data and batch size of configs/NAME.py, the MLP PL
 scorer (item features + static item embedding -> per-item MLP -> score, plus a
 per-item bias), AdamW with global-norm clipping and the PL likelihood over each
-event's available items. The PyTorch side is the same architecture, batch,
-optimizer and loss (reverse logcumsumexp over the ranking), in eager mode.
-Both run on the same pre-built batches in one process, in alternating rounds;
-the table gives the median events/s over rounds, luce's compile time and the
-ratio. Needs torch (CPU: `pip install torch==2.13.0`); F1 needs the shared data.
+event's available items. Two layouts of the same batches:
+  catalog   every event scores all n items of the catalog (luce before entrant
+            gathering, `model.entrants=False`);
+  entrants  each event's available items gathered into a [batch, most
+            available] block (`luce.models.gather_entrants`, the default).
+The PyTorch side is the same architecture, batches (either layout), optimizer
+and loss (reverse logcumsumexp over the ranking), in eager mode. All four run
+on the same pre-built batches in one process, in alternating rounds; the
+table gives the median events/s over rounds, luce's compile time, the ratios
+and the host time of gathering one batch (the train loop does it in its
+prefetch, ahead of the device). Needs torch (CPU: `pip install torch==2.13.0`);
+F1 needs the shared data.
 """
 
 from __future__ import annotations
@@ -34,23 +41,28 @@ def load_config(name: str):
   return module.get_config()
 
 
-def host_batches(prepared, batch_size: int, count: int, seed: int = 0) -> list[dict]:
+def host_batches(prepared, family, batch_size: int, count: int, seed: int = 0) -> tuple[list, float]:
+  """(`count` batches of the training split in `family`'s layout, median host seconds
+  to build one)."""
   import luce.train
   train = prepared.arrays["train"]
   n = len(train["items"])
-  return [{k: train[k][luce.train.batch_indices(i, n, batch_size, seed)] for k in luce.train.BATCH_KEYS}
-          for i in range(count)]
+  out, seconds = [], []
+  for i in range(count):
+    rows = luce.train.batch_indices(i, n, batch_size, seed)
+    t0 = time.perf_counter()
+    out.append(family.take(train, rows))
+    seconds.append(time.perf_counter() - t0)
+  return out, statistics.median(seconds)
 
 
 # ---- luce ----------------------------------------------------------------------------------------
 
 class LuceRunner:
-  def __init__(self, config, prepared, batches):
+  def __init__(self, config, family, batches):
     import jax
     import luce.train
     self.jax = jax
-    config = luce.train.checked_config(config)
-    family = luce.train.build_family(config, prepared)
     optimizer = luce.train.make_optimizer(config)
     self.state = luce.train.init_state(family.model, optimizer, batches[0], jax.random.key(0))
     step = luce.train.make_train_step(family.model, optimizer, family.loss)
@@ -95,12 +107,11 @@ def torch_pl_nll(scores, items, available):
 
 
 class TorchRunner:
-  def __init__(self, config, prepared, batches):
+  def __init__(self, config, n: int, batches):
     import torch
     from torch import nn
     self.torch = torch
     m, o = config.model, config.optimizer
-    n = prepared.n_items
     f = batches[0]["item_features"].shape[-1] + batches[0]["event_features"].shape[-1] + m.embed_dim
 
     class Scorer(nn.Module):
@@ -115,11 +126,15 @@ class TorchRunner:
         self.mlp = nn.Sequential(*layers)
         self.item_bias = nn.Parameter(torch.zeros(n))
 
-      def forward(self, item, event):
-        b = item.shape[0]
-        x = torch.cat([item, event[:, None, :].expand(b, n, event.shape[-1]),
-                       self.embedding.weight[None].expand(b, n, m.embed_dim)], dim=-1)
-        return self.mlp(x)[..., 0] + self.item_bias
+      def forward(self, item, event, ids):
+        """ids: int64[B, slots] catalog id of each slot (gathered entrants), or None (catalog)."""
+        b, slots = item.shape[:2]
+        if ids is None:
+          embedded, bias = self.embedding.weight[None].expand(b, slots, m.embed_dim), self.item_bias
+        else:
+          embedded, bias = self.embedding(ids), self.item_bias[ids]
+        x = torch.cat([item, event[:, None, :].expand(b, slots, event.shape[-1]), embedded], dim=-1)
+        return self.mlp(x)[..., 0] + bias
 
     self.model = Scorer()
     self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.learning_rate, betas=(o.b1, o.b2),
@@ -128,6 +143,8 @@ class TorchRunner:
     self.batches = [{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()} for b in batches]
     for b in self.batches:
       b["items"] = b["items"].long()
+      if "entrants" in b:
+        b["entrants"] = b["entrants"].long()
     self.i = 0
 
   def run(self, steps: int) -> float:
@@ -136,7 +153,7 @@ class TorchRunner:
     for _ in range(steps):
       b = self.batches[self.i % len(self.batches)]
       self.i += 1
-      scores = self.model(b["item_features"], b["event_features"])
+      scores = self.model(b["item_features"], b["event_features"], b.get("entrants"))
       w = b["weights"]
       loss = (torch_pl_nll(scores, b["items"], b["available"]) * w).sum() / w.sum()
       self.optimizer.zero_grad(set_to_none=True)
@@ -147,27 +164,36 @@ class TorchRunner:
     return time.perf_counter() - t0
 
 
+LAYOUTS = ("catalog", "entrants")
+
+
 def bench(name: str, steps: int, rounds: int) -> dict:
   import torch
   import luce.train
-  config = load_config(name)
+  config = luce.train.checked_config(load_config(name))
   config.model.encoder = "mlp"
-  prepared = luce.train.prepare(luce.train.checked_config(config))
+  prepared = luce.train.prepare(config)
   batch_size = config.train.batch_size
-  batches = host_batches(prepared, batch_size, 16)
-  luce_runner = LuceRunner(config, prepared, batches)
-  torch_runner = TorchRunner(config, prepared, batches)
-  luce_runner.run(10)
-  torch_runner.run(10)  # warm-up
-  rates = {"luce": [], "torch": []}
+  runners, out = {}, {"config": name, "batch": batch_size, "items": prepared.n_items}
+  for layout in LAYOUTS:
+    config.model.entrants = layout == "entrants"
+    family = luce.train.build_family(config, prepared)
+    batches, out[f"{layout}_gather_ms"] = host_batches(prepared, family, batch_size, 16)
+    out[f"{layout}_slots"] = batches[0]["item_features"].shape[1]
+    out["features"] = batches[0]["item_features"].shape[-1]
+    runners[f"luce {layout}"] = LuceRunner(config, family, batches)
+    out[f"luce_{layout}_compile_s"] = runners[f"luce {layout}"].compile_seconds
+    runners[f"torch {layout}"] = TorchRunner(config, prepared.n_items, batches)
+  for runner in runners.values():
+    runner.run(10)  # warm-up
+  rates = {key: [] for key in runners}
   for _ in range(rounds):
-    rates["luce"].append(steps * batch_size / luce_runner.run(steps))
-    rates["torch"].append(steps * batch_size / torch_runner.run(steps))
-  luce_rate, torch_rate = statistics.median(rates["luce"]), statistics.median(rates["torch"])
-  return {"config": name, "batch": batch_size, "items": prepared.n_items,
-          "features": batches[0]["item_features"].shape[-1], "luce_events_per_s": luce_rate,
-          "torch_events_per_s": torch_rate, "ratio": luce_rate / torch_rate,
-          "luce_compile_s": luce_runner.compile_seconds, "torch_threads": torch.get_num_threads()}
+    for key, runner in runners.items():
+      rates[key].append(steps * batch_size / runner.run(steps))
+  for key in runners:
+    out[key.replace(" ", "_") + "_events_per_s"] = statistics.median(rates[key])
+  out["torch_threads"] = torch.get_num_threads()
+  return out
 
 
 def main():
@@ -179,14 +205,20 @@ def main():
   import jax
   import torch
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs")
-  print("| config | batch | items n | features | luce events/s | PyTorch events/s | luce / PyTorch | luce compile s |")
-  print("|---|---|---|---|---|---|---|---|")
+        f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+  print("| config | batch | items n | slots (entrants) | features | luce catalog ev/s | "
+        "luce entrants ev/s | entrants / catalog | PyTorch catalog ev/s | PyTorch entrants ev/s | "
+        "luce / PyTorch (entrants) | gather ms/batch | luce compile s |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for name in args.configs.split(","):
     r = bench(name, args.steps, args.rounds)
-    print(f"| {r['config']} | {r['batch']} | {r['items']} | {r['features']} | "
-          f"{r['luce_events_per_s']:,.0f} | {r['torch_events_per_s']:,.0f} | {r['ratio']:.2f}x | "
-          f"{r['luce_compile_s']:.2f} |", flush=True)
+    lc, le = r["luce_catalog_events_per_s"], r["luce_entrants_events_per_s"]
+    tc, te = r["torch_catalog_events_per_s"], r["torch_entrants_events_per_s"]
+    print(f"| {r['config']} | {r['batch']} | {r['items']} | {r['entrants_slots']} | {r['features']} | "
+          f"{lc:,.0f} | {le:,.0f} | {le / lc:.2f}x | {tc:,.0f} | {te:,.0f} | {le / te:.2f}x | "
+          f"{r['entrants_gather_ms']:.2f} | {r['luce_entrants_compile_s']:.2f} |", flush=True)
+  print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

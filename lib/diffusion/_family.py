@@ -24,7 +24,7 @@ from luce.diffusion._likelihood import EXACT_MAX_K, diffusion_loss, exact_set_lo
 from luce.diffusion._sampler import _sample
 from luce.errors import ConfigError, InfeasibleError
 from luce.kernels import topk_sample
-from luce.models import BATCH_KEYS, PLScorer, chunked, history_columns, inclusion_counts
+from luce.models import BATCH_KEYS, PLScorer, chunked, history_columns, inclusion_counts, take_events
 
 # Monte Carlo draws of the MD4 loss behind the bound when k > EXACT_MAX_K.
 BOUND_SAMPLES = 64
@@ -97,6 +97,11 @@ class DiffusionFamily:
     self._nll = jax.jit(self._nll_chunk)
     self._first = jax.jit(self._first_chunk)
     self._draws = {}
+
+  def take(self, arrays: dict, rows) -> dict:
+    """The model's batch of the events `rows`: the catalog layout (the denoiser's
+    visible-set state is a vector over the catalog)."""
+    return take_events(arrays, rows)
 
   def loss(self, out, batch):
     """The model's output is already its per-event MD4 loss."""

@@ -10,7 +10,18 @@
 
 `PLFamily` is the scorer as a family of the one train loop (`luce.train`):
 its loss and NLL are the exact PL likelihood, its samples Gumbel-top-k lists.
+It scores each event's available items only, gathered into a padded
+[batch, max_available] block (`gather_entrants`):
+
+    >>> arrays = {"available": np.array([[True, False, True, False, True]]),
+    ...           "items": np.array([[4, 0]]), "weights": np.ones(1),
+    ...           "item_features": np.arange(15.0).reshape(1, 5, 3),
+    ...           "event_features": np.zeros((1, 1))}
+    >>> g = luce.models.gather_entrants(arrays, np.array([0]), width=3)
+    >>> g["entrants"].tolist(), g["items"].tolist(), g["item_features"][0, :, 0].tolist()
+    ([[0, 2, 4]], [[2, 0]], [0.0, 6.0, 12.0])
 """
 
 from luce.models._scorer import ENCODERS, MLP, AttentionBlock, PLScorer, history_columns
-from luce.models._family import BATCH_KEYS, PLFamily, chunked, inclusion_counts
+from luce.models._family import (BATCH_KEYS, PLFamily, chunked, gather_entrants, inclusion_counts,
+                                 max_available, scatter_entrants, take_events)

@@ -79,7 +79,9 @@ class PLScorer(nn.Module):
       with ranks possibly empty; see `history_columns`.
 
   Input batch: `item_features` float[B, n, f], `event_features` float[B, g],
-  `available` bool[B, n].
+  `available` bool[B, n]; or the gathered layout of `gather_entrants`, where
+  axis 1 holds an event's available items and `entrants` int[B, n] their
+  catalog ids (the same parameters score both).
   """
   n_items: int
   encoder: str = "mlp"
@@ -98,12 +100,19 @@ class PLScorer(nn.Module):
     event = jnp.asarray(batch["event_features"], jnp.float32)         # [B, g]
     available = batch["available"]                                    # [B, n]
     b, n, _ = item.shape
+    # Gathered entrants (`luce.models.gather_entrants`): axis 1 holds each event's
+    # available items, `entrants` their catalog ids; otherwise it is the catalog.
+    entrants = batch.get("entrants")
+    ids = jnp.arange(n)[None] if entrants is None else jnp.asarray(entrants, jnp.int32)
     parts = [item, jnp.broadcast_to(event[:, None, :], (b, n, event.shape[-1]))]
     if self.embed_dim:
-      embedding = nn.Embed(self.n_items, self.embed_dim, name="item_embedding")(jnp.arange(n))
-      parts.append(jnp.broadcast_to(embedding[None], (b, n, self.embed_dim)))
+      embedding = nn.Embed(self.n_items, self.embed_dim, name="item_embedding")(ids)
+      parts.append(jnp.broadcast_to(embedding, (b, n, self.embed_dim)))
 
     if self.encoder == "transformer":
+      if entrants is not None:
+        raise ConfigError("model.encoder='transformer' reads every item's history: give it the "
+                          "catalog layout, not gathered entrants.")
       parts.append(jnp.broadcast_to(self._time_context(item, event, deterministic)[:, None, :],
                                     (b, n, self.hidden)))
     x = jnp.concatenate(parts, axis=-1)
@@ -123,7 +132,7 @@ class PLScorer(nn.Module):
     # score, so its gradient is 0 and Adam would turn rounding noise into steps.
     if self.embed_dim:
       # A per-item bias: the static PL strength the features refine.
-      scores = scores + self.param("item_bias", nn.initializers.zeros, (self.n_items,))[None, :n]
+      scores = scores + self.param("item_bias", nn.initializers.zeros, (self.n_items,))[ids]
     return scores
 
   def _time_context(self, item, event, deterministic):

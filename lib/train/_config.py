@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
   # "pl" (neural Plackett-Luce) or "diffusion" (luce.diffusion: the same encoder for the
   # base logits plus a subset denoiser; sets only, scored by the exact subset recursion).
   c.model.family = "pl"
+  # PL scores each event's available items only, gathered into a [batch, most available]
+  # block; False scores the whole catalog (the same scores, slower when events have few
+  # of the catalog's items). The "transformer" encoder always scores the catalog.
+  c.model.entrants = True
   # The diffusion denoiser: how the visible items are mixed ("deepsets" or
   # "transformer") and its depth.
   c.model.mixer = "deepsets"

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from luce import metrics
 from luce.errors import ConfigError, NonFiniteError
-from luce.models import BATCH_KEYS
+from luce.models import PLFamily, max_available, take_events
 from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, checked_config, config_json, flatten,
                                 incompatible_changes)
 from luce.train._data import Prepared, baseline_scores, prepare, reference_scores
@@ -34,8 +34,11 @@ from luce.train._step import (BAD_METRICS, TrainState, batch_sharding, host_copy
 def build_family(config, prepared: Prepared):
   """The family object of `config.model.family` for `prepared`'s events."""
   make = FAMILIES[config.model.family]  # checked_config refused any other name
+  extra = {}
+  if make is PLFamily and config.model.entrants:
+    extra["width"] = max_available(prepared.arrays["all"])
   return make(config.model, n_items=prepared.n_items, kind=prepared.kind, k=prepared.k,
-              item_names=prepared.item_names)
+              item_names=prepared.item_names, **extra)
 
 
 # ---- batches ------------------------------------------------------------------------------------
@@ -73,20 +76,17 @@ def _permutation(seed: tuple, epoch: int, n: int) -> np.ndarray:
   return _perm_cache[key]
 
 
-def global_batch(arrays: dict, indices: np.ndarray, sharding) -> dict:
+def global_batch(arrays: dict, indices: np.ndarray, sharding, take=take_events) -> dict:
   """The batch of `indices` as global jax.Arrays sharded by `sharding`.
 
-  With several processes each one builds only its own slice of the global
-  batch (`jax.make_array_from_process_local_data`).
+  `take(arrays, rows)` builds the host batch (a family's `take`: gathered
+  entrants for PL). With several processes each one builds only its own slice
+  of the global batch (`jax.make_array_from_process_local_data`).
   """
   count, index = jax.process_count(), jax.process_index()
   local = np.array_split(indices, count)[index]
-  out = {}
-  for key in BATCH_KEYS:
-    host = arrays[key][local]
-    out[key] = jax.make_array_from_process_local_data(sharding, host,
-                                                      (len(indices),) + host.shape[1:])
-  return out
+  return {key: jax.make_array_from_process_local_data(sharding, host, (len(indices),) + host.shape[1:])
+          for key, host in take(arrays, local).items()}
 
 
 # ---- checkpoints and logs -----------------------------------------------------------------------
@@ -225,7 +225,8 @@ class Trainer:
   def __init__(self, config, family, example: dict, *, mesh):
     self.config, self.family, self.mesh = config, family, mesh
     self.optimizer = make_optimizer(config)
-    self.example = {key: example[key][:config.train.batch_size] for key in BATCH_KEYS}
+    self.example = family.take(example, np.arange(min(config.train.batch_size,
+                                                      len(example["items"]))))
     self.step_fn = make_train_step(family.model, self.optimizer, family.loss, mesh=mesh)
     self.sharding = batch_sharding(mesh)
     self.compiled = None
@@ -291,7 +292,7 @@ class Trainer:
 
     def fill(next_step: int) -> int:  # prefetch: two batches ahead of the device
       while len(queue) < 2 and next_step < until:
-        queue.append(global_batch(arrays, indices(next_step), self.sharding))
+        queue.append(global_batch(arrays, indices(next_step), self.sharding, self.family.take))
         next_step += 1
       return next_step
 
