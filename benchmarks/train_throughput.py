@@ -178,7 +178,8 @@ def bench(name: str, steps: int, rounds: int) -> dict:
   for layout in LAYOUTS:
     config.model.entrants = layout == "entrants"
     family = luce.train.build_family(config, prepared)
-    batches, out[f"{layout}_gather_ms"] = host_batches(prepared, family, batch_size, 16)
+    batches, gather_s = host_batches(prepared, family, batch_size, 16)
+    out[f"{layout}_gather_ms"] = 1e3 * gather_s
     out[f"{layout}_slots"] = batches[0]["item_features"].shape[1]
     out["features"] = batches[0]["item_features"].shape[-1]
     runners[f"luce {layout}"] = LuceRunner(config, family, batches)

@@ -103,3 +103,32 @@ def test_set_nll_matches_brute_force():
   w = np.exp(np.asarray(scores[0], np.float64))
   p = w[2] / w.sum() * w[0] / (w.sum() - w[2]) + w[0] / w.sum() * w[2] / (w.sum() - w[0])
   assert float(nll[0]) == pytest.approx(-np.log(p), rel=1e-5)
+
+
+def test_dropout_mask_rate_and_independence(seed):
+  """The counter-hash mask: drop fraction within 5 binomial SDs of the rate, no
+  correlation between neighbouring elements or between two keys' masks, and a
+  pure function of the key."""
+  from luce.models import dropout_keep
+  shape = (64, 50, 64)
+  size = 64 * 50 * 64
+  for rate in (0.1, 0.5, 0.9):
+    key = jax.random.key(seed)
+    keep = np.asarray(dropout_keep(key, shape, rate), np.float64).reshape(-1)
+    sd = np.sqrt(rate * (1 - rate) / size)
+    assert abs((1 - keep.mean()) - rate) < 5 * sd, (rate, keep.mean())
+    other = np.asarray(dropout_keep(jax.random.fold_in(key, 1), shape, rate), np.float64).reshape(-1)
+    for a, b in ((keep[:-1], keep[1:]), (keep[:-64], keep[64:]), (keep, other)):
+      assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(size)
+    np.testing.assert_array_equal(keep, np.asarray(dropout_keep(key, shape, rate)).reshape(-1))
+
+
+def test_dropout_module_scales_and_is_identity_when_deterministic():
+  from luce.models import Dropout
+  x = np.ones((256, 256), np.float32)
+  layer = Dropout(0.25)
+  np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)
+  y = np.asarray(layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
+  assert set(np.unique(y).tolist()) == {0.0, float(np.float32(1.0) / np.float32(0.75))}
+  assert abs(y.mean() - 1.0) < 0.02
+  np.testing.assert_array_equal(Dropout(0.0).apply({}, x, deterministic=False), x)

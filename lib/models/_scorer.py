@@ -20,11 +20,59 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from luce.errors import ConfigError
 
 ENCODERS = ("mlp", "transformer", "itransformer")
+
+
+def _mix32(x):
+  """A 32-bit integer hash (Wellons' "lowbias32" finaliser): each output bit
+  depends on every input bit; consecutive inputs give unrelated outputs."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+def dropout_keep(key, shape, rate: float):
+  """bool[shape]: True where an element is kept, each with probability 1 - rate.
+
+  Counter-based: element i's bit is a hash of (i, two 32-bit words drawn from
+  `key` by threefry), so it is a pure function of the key and the element's
+  position (the same on any device layout) and costs a few integer ops per
+  element, where threefry itself costs ~20x more on CPU (0.09 ms against 1.5 ms
+  for a [2, 128, 20, 64] mask on 2 cores). Threshold 2^32 * rate: the drop
+  probability is exact to 2^-32.
+  """
+  size = int(np.prod(shape))
+  if size >= 1 << 32:
+    raise ConfigError(f"dropout over {size} elements: the counter is 32-bit (< 2^32 elements).")
+  seed = jax.random.bits(key, (2,), jnp.uint32)
+  x = _mix32(jax.lax.iota(jnp.uint32, size) ^ seed[0])
+  x = _mix32(x + seed[1]).reshape(shape)
+  return x >= jnp.uint32(min(round(rate * 2.0**32), 2**32 - 1))
+
+
+class Dropout(nn.Module):
+  """Inverted dropout (as `flax.linen.Dropout`) on `dropout_keep`'s cheap mask.
+
+  Draws from the "dropout" rng; `deterministic=True` or rate 0 is the identity.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool = True):
+    if deterministic or self.rate == 0.0:
+      return x
+    if self.rate >= 1.0:
+      return jnp.zeros_like(x)
+    keep = dropout_keep(self.make_rng("dropout"), x.shape, self.rate)
+    return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
 
 
 class MLP(nn.Module):
@@ -39,7 +87,7 @@ class MLP(nn.Module):
   def __call__(self, x, *, deterministic: bool = True):
     for _ in range(self.depth):
       x = nn.gelu(nn.Dense(self.hidden)(x))
-      x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+      x = Dropout(self.dropout)(x, deterministic=deterministic)
     if self.out is not None:
       x = nn.Dense(self.out, use_bias=self.out_bias)(x)
     return x
@@ -60,7 +108,7 @@ class AttentionBlock(nn.Module):
     x = x + y
     y = nn.LayerNorm()(x)
     y = MLP(self.hidden * 2, 1, out=self.hidden)(y)
-    return x + nn.Dropout(self.dropout)(y, deterministic=deterministic)
+    return x + Dropout(self.dropout)(y, deterministic=deterministic)
 
 
 class PLScorer(nn.Module):
