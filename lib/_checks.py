@@ -83,6 +83,13 @@ def int_array(x, name: str) -> jax.Array:
   return x.astype(jnp.int32)
 
 
+def _host_float(x) -> np.ndarray:
+  """A numpy copy numpy can compare (bfloat16 has no numpy isnan), float64
+  kept as it is so a large finite value does not overflow to inf."""
+  a = np.asarray(x)
+  return a if a.dtype in (np.float64, np.float32) else a.astype(np.float32)
+
+
 def check_no_nan(x: jax.Array, name: str) -> None:
   """Raise InputError at the first NaN of a concrete float array."""
   if not is_concrete(x):
@@ -90,11 +97,26 @@ def check_no_nan(x: jax.Array, name: str) -> None:
     _traced_check(~jnp.any(bad), f"{name} has NaN at flat index {{}}; scores must be real "
                   f"numbers or -inf.", jnp.argmax(bad))
     return
-  bad = np.isnan(np.asarray(x, dtype=np.float32))
+  bad = np.isnan(_host_float(x))
   if bad.any():
     raise InputError(
         f"{name} has NaN at index {_where_first(bad)}; scores must be real "
         f"numbers or -inf (-inf marks an unavailable item).")
+
+
+def check_no_pos_inf(x: jax.Array, name: str) -> None:
+  """Raise InputError at the first +inf of a concrete float array (in its own
+  precision: a float64 1e300 is finite)."""
+  if not is_concrete(x):
+    bad = (x == jnp.inf).reshape(-1)
+    _traced_check(~jnp.any(bad), f"{name} has +inf at flat index {{}}; scores must be real "
+                  f"numbers or -inf.", jnp.argmax(bad))
+    return
+  bad = _host_float(x) == np.inf
+  if bad.any():
+    raise InputError(
+        f"{name} has +inf at index {_where_first(bad)}; scores must be real numbers or -inf "
+        f"(-inf marks an unavailable item). +inf would make PL undefined.")
 
 
 def check_item_lists(items: jax.Array, n: int, name: str) -> None:

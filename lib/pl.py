@@ -27,7 +27,11 @@ def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto", inter
 
   Args:
     scores: float[..., n] one score per item (float32, bfloat16, float16 or
-      float64; computed in float32). −inf marks an unavailable item.
+      float64). Computed in float32, or, for float64 scores (which needs
+      `jax_enable_x64`), centred on each row's top score in float64 and
+      computed in float64 (impl "auto", "xla", "reference"; the float32
+      kernels "cpu" and "pallas" compute on the centred scores). −inf marks an
+      unavailable item; +inf is an error.
     ranking: int[..., k] item ids, best first; −1 pads the end of a shorter
       list. Batch axes broadcast against those of `scores`.
     where: bool[..., n] or None. False marks an item that was not available in
@@ -44,12 +48,12 @@ def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto", inter
       Mosaic GPU kernel in the GPU simulator; the last three run on CPU too.
 
   Returns:
-    float32[...] log-probabilities (0 for an all-padding list, −inf for a list
-    that picks an unavailable item).
+    float32[...] (float64[...] for float64 scores) log-probabilities (0 for
+    an all-padding list, −inf for a list that picks an unavailable item).
 
   Raises (on concrete arrays; under `jax.jit` the value checks cannot run, see
   `luce.checked`): ShapeError for shapes or dtypes that do not fit, k > n;
-  InputError for NaN scores, ids outside [0, n), −1 before an id, an item
+  InputError for NaN or +inf scores, ids outside [0, n), −1 before an id, an item
   listed twice, negative or NaN weights.
 
   Example:
@@ -87,6 +91,7 @@ def pl_log_prob(scores, ranking, *, where=None, weights=None, impl="auto", inter
           f"{batch + (k,)}.") from None
     _checks.check_nonnegative(w, "weights")
   _checks.check_no_nan(s, "scores")
+  _checks.check_no_pos_inf(s, "scores")
   _checks.check_item_lists(r, n, "ranking")
 
   bsz = int(np.prod(batch, dtype=np.int64))

@@ -162,7 +162,7 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None,
   n = scores.shape[-1]
   k = _static_k(k, n)
   _checks.check_no_nan(scores, "scores")
-  _check_no_pos_inf(scores)
+  _checks.check_no_pos_inf(scores, "scores")
   batch = scores.shape[:-1]
 
   if forbidden is not None:
@@ -263,17 +263,6 @@ def _static_k(k, n: int) -> int:
         f"k = {k} is out of range: a list takes 1 <= k <= n = {n} items "
         f"(n is the last axis of scores).")
   return k
-
-
-def _check_no_pos_inf(scores) -> None:
-  if not _checks.is_concrete(scores):
-    return
-  bad = np.asarray(scores, dtype=np.float32) == np.inf
-  if bad.any():
-    idx = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise InputError(
-        f"scores has +inf at index {idx}; scores must be real numbers or -inf "
-        f"(-inf marks an unavailable item). +inf would make PL undefined.")
 
 
 def _check_quota_tables(groups, quotas, n: int, k: int):

@@ -106,7 +106,8 @@ def _backward(prefix_fn, w, res, g):
 def with_vjp(forward, backward):
   """A differentiable pl_nll(scores, ranking, where, weights) from a forward
   `(s, ranking, w) -> (nll, residuals)` and a backward `(w, residuals, g) ->
-  (grad_s, grad_w)` on float32 scores with `where` folded in as −inf."""
+  (grad_s, grad_w)` on float32 scores (float64 ones stay float64) with `where`
+  folded in as −inf."""
 
   @jax.custom_vjp
   def nll(s, ranking, w):
@@ -124,10 +125,12 @@ def with_vjp(forward, backward):
   nll.defvjp(fwd, bwd)
 
   def pl_nll(scores, ranking, where=None, weights=None):
-    s = scores.astype(jnp.float32)
+    # float64 stays float64 (under jax_enable_x64); every other dtype runs in float32.
+    dtype = jnp.float64 if scores.dtype == jnp.float64 else jnp.float32
+    s = scores.astype(dtype)
     if where is not None:
       s = jnp.where(where, s, -jnp.inf)
-    w = jnp.ones(ranking.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
+    w = jnp.ones(ranking.shape, dtype) if weights is None else weights.astype(dtype)
     return nll(s, ranking.astype(jnp.int32), w)
 
   return pl_nll

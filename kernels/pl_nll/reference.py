@@ -22,16 +22,17 @@ def pl_nll_reference(scores, ranking, where=None, weights=None):
     weights: float[B, k] or None; weight of each stage's term.
 
   Returns:
-    float32[B]: Σ_j w_j (D_j − s_{π_j}), D_j = logsumexp of the scores of the
+    float32[B] (float64 for float64 scores): Σ_j w_j (D_j − s_{π_j}), D_j = logsumexp of the scores of the
     items available and not picked before stage j.
   """
-  s = scores.astype(jnp.float32)
+  dtype = jnp.float64 if scores.dtype == jnp.float64 else jnp.float32
+  s = scores.astype(dtype)
   if where is not None:
     s = jnp.where(where, s, -jnp.inf)
   n = s.shape[-1]
   k = ranking.shape[-1]
   valid = ranking >= 0
-  w = jnp.ones(ranking.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
+  w = jnp.ones(ranking.shape, dtype) if weights is None else weights.astype(dtype)
   safe = jnp.where(valid, ranking, 0)
   picked_score = jnp.take_along_axis(s, safe, axis=-1)
   # still_in[b, j, i]: item i has not been picked before stage j.
