@@ -146,8 +146,9 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None,
       group with fewer allowed items than its min, or groups that together
       cannot supply k picks.
 
-  Under `jax.jit` or `jax.vmap` value checks cannot raise. Instead nothing
-  invalid comes back: without quotas, a row with m < k allowed items gets them
+  Under `jax.jit` or `jax.vmap` value checks cannot raise (wrap the function
+  in `luce.checked` to get every one of them, infeasible rows included, as a
+  checkify error). Without it nothing invalid comes back: without quotas, a row with m < k allowed items gets them
   in PL order followed by k - m entries of -1 (luce's padding of short item
   lists); a row with NaN or +inf scores, or (with quotas) a row whose
   constraints no list can meet, or any row if a group id is out of range, is
@@ -204,6 +205,8 @@ def pl_sample(key, scores, k, *, forbidden=None, groups=None, quotas=None,
 
   if _checks.is_concrete(s, allowed, groups, quotas):
     _check_feasible(allowed, groups, quotas, k, batch)
+  else:
+    _check_feasible_traced(allowed, groups, quotas, k)
 
   out = _sample(key, s, allowed, groups, quotas, k, impl, interpret)
   return out.reshape(batch + (k,))
@@ -313,6 +316,21 @@ def _check_quota_tables(groups, quotas, n: int, k: int):
           f"the minimums of quotas add up to {q[:, 0].sum()} picks "
           f"({q[:, 0].tolist()}) but a list has only k = {k}.")
   return groups, quotas
+
+
+def _check_feasible_traced(allowed, groups, quotas, k: int) -> None:
+  """Under `luce.checked`: a checkify error at the first row no valid list fits
+  (the conditions of `_check_feasible`; flat row index)."""
+  short = jnp.sum(allowed, axis=-1) < k
+  _checks._traced_check(~jnp.any(short), f"row {{}} of scores (flat) has fewer allowed items "
+                        f"(score > -inf and not forbidden) than k = {k} picks.", jnp.argmax(short))
+  if quotas is None:
+    return
+  avail, lo, hi = _group_supply(allowed, groups, quotas)
+  bad = jnp.any(avail < lo, axis=-1) | (jnp.sum(hi, axis=-1) < k)
+  _checks._traced_check(~jnp.any(bad), f"row {{}} of scores (flat): no list of k = {k} picks meets "
+                        f"the quotas (a group has fewer allowed items than its min, or the groups "
+                        f"cannot supply k picks).", jnp.argmax(bad))
 
 
 def _check_feasible(allowed, groups, quotas, k: int, batch) -> None:

@@ -477,3 +477,33 @@ def test_feasible_edge_cases_do_not_raise():
   assert sorted(G6[out].tolist()) == [0, 1, 2]
   out = np.asarray(pl_sample(KEY, S6, 3, groups=G6, quotas=jnp.array([[0, 0], [0, 1], [2, 2]])))
   assert sorted(out.tolist()) in ([2, 4, 5], [3, 4, 5])
+
+
+def test_checked_reports_infeasible_rows_under_jit():
+  """Under luce.checked the eager InfeasibleError conditions become checkify errors
+  (before: ids of -1 came back with no error)."""
+  import luce
+  key = jax.random.key(0)
+  groups = jnp.array([0, 0, 1, 1, 1])
+  quotas = jnp.array([[3, 5], [0, 5]])          # group 0 has 2 items but needs 3
+  scores = jnp.zeros((2, 5))
+  fn = jax.jit(luce.checked(lambda key, s: pl_sample(key, s, 4, groups=groups, quotas=quotas)))
+  err, out = fn(key, scores)
+  with pytest.raises(Exception, match=r"row 0 of scores \(flat\): no list of k = 4 picks meets"):
+    err.throw()
+  short = jnp.array([[0.0, 0.0, -jnp.inf, -jnp.inf, -jnp.inf], [0.0] * 5])
+  err, _ = jax.jit(luce.checked(lambda key, s: pl_sample(key, s, 3)))(key, short)
+  with pytest.raises(Exception, match=r"row 0 of scores \(flat\) has fewer allowed items"):
+    err.throw()
+  err, out = jax.jit(luce.checked(lambda key, s: pl_sample(key, s, 3)))(key, jnp.zeros((2, 5)))
+  err.throw()                                   # feasible: no error
+  assert (np.asarray(out) >= 0).all()
+
+
+def test_inclusion_counts_skip_padding_and_refuse_other_ids():
+  from luce.errors import ShapeError
+  from luce.models import inclusion_counts
+  drawn = np.array([[[0, 2], [2, -1]]])          # 2 draws; the second is short
+  np.testing.assert_allclose(inclusion_counts(drawn, 3), [[0.5, 0.0, 1.0]])
+  with pytest.raises(ShapeError, match="item id 3, outside"):
+    inclusion_counts(np.array([[[0, 3]]]), 3)

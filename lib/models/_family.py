@@ -222,11 +222,20 @@ class PLFamily:
 
 
 def inclusion_counts(drawn: np.ndarray, n: int) -> np.ndarray:
-  """float32[m, n]: the fraction of each event's drawn lists (int[m, S, k]) holding each item."""
+  """float32[m, n]: the fraction of each event's drawn lists (int[m, S, k]) holding each item.
+
+  -1 entries (the padding of a list shorter than k) count for no item; any
+  other id outside [0, n) is a ShapeError.
+  """
   m, samples, k = drawn.shape
   counts = np.zeros((m, n), np.float32)
   if samples:
+    ids = drawn.reshape(-1)
+    if ((ids < -1) | (ids >= n)).any():
+      bad = int(ids[(ids < -1) | (ids >= n)][0])
+      raise ShapeError(f"drawn holds item id {bad}, outside [0, {n}) and not the -1 padding.")
     rows = np.repeat(np.arange(m), samples * k)
-    np.add.at(counts, (rows, drawn.reshape(-1)), 1.0)
+    real = ids >= 0
+    np.add.at(counts, (rows[real], ids[real]), 1.0)
     counts /= samples
   return counts
