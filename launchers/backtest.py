@@ -3,8 +3,7 @@
     luce-backtest --config=configs/sp500.py --workdir=/tmp/luce-bt-sp500
     luce-backtest --config=configs/f1.py --workdir=/tmp/luce-bt-f1
     luce-backtest --config=configs/powerball.py --workdir=/tmp/luce-bt-powerball
-    luce-backtest --config=configs/powerball.py --config.model.family=diffusion \
-        --workdir=/tmp/luce-bt-powerball-dsd
+    luce-backtest --config=configs/powerball.py --config.model.family=diffusion --workdir=/tmp/luce-bt-pb-dsd
 
 Each event from `backtest.start` on is predicted by the model trained only on
 earlier events, retrained (warm-started from the last checkpoint) every
@@ -26,6 +25,7 @@ import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+from luce.launchers._cli import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, configs/NAME.py[:ARG]; override fields with --config.x=...",
@@ -54,7 +54,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  launch(main, __name__)
 
 
 if __name__ == "__main__":

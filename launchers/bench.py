@@ -23,6 +23,7 @@ import time
 from absl import app, flags
 
 from luce.errors import ConfigError
+from luce.launchers._cli import launch
 
 flags.DEFINE_list("bench", [], "Benchmarks to run (names from --list), or 'all'.")
 flags.DEFINE_bool("list", False, "List the benchmarks with their one-line descriptions and exit.")
@@ -82,7 +83,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  launch(main, __name__)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ from __future__ import annotations
 import html
 import os
 import pathlib
-import sys
 import time
 
 from absl import app, flags
+from luce.launchers._cli import launch
 
 flags.DEFINE_string("data", None, "Data source, e.g. draws:draws/powerball.csv (see luce.data.read).")
 flags.DEFINE_string("out", None, "Folder for report.md, report.html and the PNG plots.")
@@ -271,18 +271,14 @@ def main(argv):
   if not FLAGS.data or not FLAGS.out:
     raise app.UsageError("pass --data=SOURCE and --out=DIR")
   os.environ.setdefault("MPLBACKEND", "Agg")
-  from luce.errors import LuceError
-  try:
-    run_eda(FLAGS.data, FLAGS.out, on_invalid=FLAGS.on_invalid, bucket_size=FLAGS.bucket_size,
-            n_clusters=FLAGS.clusters, n_sims=FLAGS.sims, seed=FLAGS.seed)
-  except LuceError as e:  # a bad source or invalid data: the message says what and where
-    print(f"luce-eda: {type(e).__name__}: {e}", file=sys.stderr)
-    return 1
+  # A bad source or invalid data is a LuceError: one line, exit 2 (launch).
+  run_eda(FLAGS.data, FLAGS.out, on_invalid=FLAGS.on_invalid, bucket_size=FLAGS.bucket_size,
+          n_clusters=FLAGS.clusters, n_sims=FLAGS.sims, seed=FLAGS.seed)
   return 0
 
 
 def run():
-  app.run(main)
+  launch(main, __name__)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Writes the same to DIR/eval_SPLIT.json (`models.NAME.nll_per_event`).
 from __future__ import annotations
 
 from absl import app, flags, logging
+from luce.launchers._cli import launch
 
 flags.DEFINE_string("workdir", None, "Folder of a luce-train run.")
 flags.DEFINE_enum("split", "test", ["train", "valid", "test"], "Which split to evaluate.")
@@ -39,7 +40,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  launch(main, __name__)
 
 
 if __name__ == "__main__":

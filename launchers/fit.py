@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import sys
 import time
 
 from absl import app, flags
@@ -20,6 +19,7 @@ import numpy as np
 
 import luce
 from luce import data as luce_data
+from luce.launchers._cli import launch
 
 _DATA = flags.DEFINE_string("data", "prices:sp500", "Event source, e.g. prices:sp500, draws:PATH, "
                             "ergast:DIR, rankings:PATH, events:PATH.parquet (see luce.data.read).")
@@ -66,12 +66,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # JAX logs its search for accelerators at INFO; that is noise on a CPU.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-  try:
-    table = luce_data.read(_DATA.value)
-    fit, rankings, seconds = fit_table(table, _AVAILABLE.value, _PRIOR.value)
-  except luce.LuceError as err:
-    print(f"luce-fit: {err}", file=sys.stderr)
-    return 1
+  table = luce_data.read(_DATA.value)   # a LuceError is one line, exit 2 (launch)
+  fit, rankings, seconds = fit_table(table, _AVAILABLE.value, _PRIOR.value)
   m = int((rankings[:, 0] >= 0).sum())
   print(f"Plackett-Luce fit of {_DATA.value}: {m} events, {table.n_items} items, "
         f"prior {fit.prior:g}, {fit.n_iter} Newton steps in {seconds:.2f} s")
@@ -93,7 +89,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  launch(main, __name__)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import pathlib
 
 from absl import app, flags, logging
+from luce.launchers._cli import launch
 
 flags.DEFINE_string("workdir", None, "Folder of a luce-train run.")
 flags.DEFINE_enum("split", "test", ["train", "valid", "test"], "Which split's events to predict.")
@@ -56,7 +57,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  launch(main, __name__)
 
 
 if __name__ == "__main__":

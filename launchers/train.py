@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+from luce.launchers._cli import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, configs/NAME.py[:ARG]; override fields with --config.x=...",
@@ -56,7 +57,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  launch(main, __name__)
 
 
 if __name__ == "__main__":

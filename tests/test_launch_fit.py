@@ -33,7 +33,7 @@ def test_fit_prints_strengths_of_nascar(tmp_path, monkeypatch):
 
 def test_fit_bad_source_is_a_clear_error():
   proc = run_fit("--data=nosuchscheme:foo.csv")
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert "luce-fit:" in proc.stderr and "nosuchscheme" in proc.stderr
 
 
@@ -42,5 +42,5 @@ def test_fit_mle_that_does_not_exist_is_a_clear_error(tmp_path):
   # Item 1 is always first: no MLE without a prior.
   path.write_text("race,pos1,pos2,pos3\n1,1,2,3\n2,1,3,2\n3,1,2,3\n")
   proc = run_fit(f"--data=rankings:{path}", "--prior=0")
-  assert proc.returncode == 1, proc.stdout
+  assert proc.returncode == 2, proc.stdout
   assert "use prior > 0" in proc.stderr
