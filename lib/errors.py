@@ -38,3 +38,7 @@ class ConfigError(LuceError, ValueError):
 
 class NonFiniteError(LuceError, FloatingPointError):
   """Training met a NaN or inf loss or gradient (names the step and metric)."""
+
+
+class CheckpointError(LuceError, OSError):
+  """No checkpoint of a run folder can be read back whole (each step's reason is named)."""

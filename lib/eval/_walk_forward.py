@@ -209,9 +209,10 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
             if b.importance else {})
   importance = np.full((len(groups), m - start), np.nan)
   done_folds = 0
-  latest = checkpoints.latest.latest_step()
+  latest, restored, _ = checkpoints.restore_newest(checkpoints.latest, state, config,
+                                                   prepared.data_hash, say=say)
   if latest is not None:
-    state, _ = checkpoints.restore(checkpoints.latest, latest, state, config, prepared.data_hash)
+    state = restored
     if progress_path.exists():
       with np.load(progress_path) as z:
         done_folds = int(z["folds_done"])

@@ -23,7 +23,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from luce import metrics
-from luce.errors import ConfigError, NonFiniteError
+from luce.errors import CheckpointError, ConfigError, NonFiniteError
 from luce.models import PLFamily, max_available, take_events
 from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, checked_config, config_json, flatten,
                                 incompatible_changes)
@@ -148,6 +148,46 @@ class Checkpoints:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     return restored["state"], meta
+
+  def restore_newest(self, manager, target, config, data_hash: str, *, ignore: tuple = (),
+                     say=print) -> tuple[int | None, TrainState | None, dict | None]:
+    """(step, state, meta) of the newest step of `manager` that reads back whole;
+    (None, None, None) when the folder has no step.
+
+    A step that does not read (a truncated array file, an empty step folder, an
+    emptied metadata file) is skipped with a message naming it and why, and
+    moved aside to `unreadable-STEP` in the same folder (never deleted), so
+    the resumed run can write that step again. A step of other data or an
+    incompatible config is a ConfigError, as `restore` says. When no step
+    reads: CheckpointError naming the folder and each step's reason.
+    """
+    folder = pathlib.Path(manager.directory)
+    reasons = []
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(manager, step, target, config, data_hash, ignore=ignore)
+      except ConfigError:
+        raise
+      except Exception as err:  # noqa: BLE001 (orbax, tensorstore and JSON errors of a damaged step)
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        reasons.append(f"step {step}: {type(err).__name__}: {reason}")
+        aside = folder / f"unreadable-{step}"
+        if jax.process_index() == 0 and (folder / str(step)).exists() and not aside.exists():
+          (folder / str(step)).rename(aside)
+          where = f"moved to {aside}"
+        else:
+          where = "left in place"
+        say(f"checkpoint {folder}/{step} is unreadable ({type(err).__name__}: {reason[:120]}); "
+            f"skipped it ({where}, not deleted)")
+        continue
+      if reasons:
+        manager.reload()
+      return step, state, meta
+    if reasons:
+      manager.reload()
+      raise CheckpointError(f"no checkpoint in {folder} reads back whole: {'; '.join(reasons)}. "
+                            f"Use a new --workdir, or restore the folder from a backup.")
+    return None, None, None
 
   def wait(self) -> None:
     for manager in self._managers():
@@ -459,10 +499,11 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
   state = trainer.init_state(init_key)
   checkpoints = Checkpoints(workdir, config)
   loop = new_loop_state()
-  latest = checkpoints.latest.latest_step()
+  latest, restored, saved = checkpoints.restore_newest(checkpoints.latest, state, config,
+                                                       prepared.data_hash, ignore=TRAIN_REPORT_ONLY,
+                                                       say=say)
   if latest is not None:
-    state, saved = checkpoints.restore(checkpoints.latest, latest, state, config, prepared.data_hash,
-                                       ignore=TRAIN_REPORT_ONLY)
+    state = restored
     loop = saved["loop"]
     say(f"resumed from {checkpoints.latest.directory}/{latest} (step {int(host_copy(state.step))})")
   if is_main:
@@ -540,14 +581,21 @@ def load_run(workdir, *, checkpoint: str = "best") -> Run:
   checkpoints = Checkpoints(workdir, config)
   try:
     manager = checkpoints.best if checkpoint == "best" else checkpoints.latest
-    step = manager.latest_step()
+    try:
+      step, restored, _ = checkpoints.restore_newest(manager, state, config, prepared.data_hash,
+                                                     ignore=TRAIN_REPORT_ONLY)
+    except CheckpointError as err:
+      if checkpoint != "best":
+        raise
+      print(f"{err} Loading the newest of checkpoints/ instead.")
+      step = None
     if step is None and checkpoint == "best":
       manager, checkpoint = checkpoints.latest, "latest"
-      step = manager.latest_step()
+      step, restored, _ = checkpoints.restore_newest(manager, state, config, prepared.data_hash,
+                                                     ignore=TRAIN_REPORT_ONLY)
     if step is None:
       raise ConfigError(f"--workdir={workdir}: no checkpoint in best/ or checkpoints/ yet.")
-    state, _ = checkpoints.restore(manager, step, state, config, prepared.data_hash,
-                                   ignore=TRAIN_REPORT_ONLY)
+    state = restored
   finally:
     checkpoints.close()
   return Run(config, prepared, family, host_copy(state.params), step, checkpoint)
