@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+import luce.data
 import luce.losses
 import luce.train
 from luce.errors import ConfigError, DataError
@@ -137,8 +138,12 @@ def test_same_seed_same_parameters(tmp_path):
 
 def test_resume_refuses_other_data_or_config(tmp_path):
   luce.train.train_and_evaluate(tiny_config(), tmp_path)
-  with pytest.raises(ConfigError, match="data changed"):
+  with pytest.raises(ConfigError, match=r"trained on data.source='synthetic:.*', but this config "
+                                        r"reads .*seed=5': the source changed"):
     luce.train.train_and_evaluate(tiny_config(synthetic={"seed": 5}), tmp_path)
+  with pytest.raises(ConfigError, match=r"train.num_steps: 20 -> 40 \(the cosine schedule decays "
+                                        r"over num_steps, so a run cannot be extended"):
+    luce.train.train_and_evaluate(tiny_config(**{"train.num_steps": 40}), tmp_path)
   with pytest.raises(ConfigError, match="model.hidden: 16 -> 32"):
     luce.train.train_and_evaluate(tiny_config(**{"model.hidden": 32}), tmp_path)
   # Watching differently is not a different run.
@@ -148,6 +153,25 @@ def test_resume_refuses_other_data_or_config(tmp_path):
   done = luce.train.train_and_evaluate(tiny_config(**{"data.eval_k": 2, "backtest.cost_bps": 3.0,
                                                       "backtest.first_steps": 7}), tmp_path)
   assert done["step"] == 20 and done["compile_seconds"] is None
+
+
+def test_same_source_with_new_contents_says_the_data_changed(tmp_path):
+  path = tmp_path / "events.parquet"
+  luce.data.write(luce.data.read(synthetic_source()), path)
+  config = tiny_config(**{"data.source": f"events:{path}"})
+  luce.train.train_and_evaluate(config, tmp_path / "run")
+  luce.data.write(luce.data.read(synthetic_source(seed=5)), path)
+  with pytest.raises(ConfigError, match="now hashes to .*: the data changed"):
+    luce.train.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_a_field_newer_than_the_checkpoint_is_compatible_at_its_default():
+  from luce.train._config import flatten, incompatible_changes
+  current = flatten(luce.train.base_config())
+  saved = {k: v for k, v in current.items() if k != "model.entrants"}
+  assert incompatible_changes(saved, current) == []
+  assert incompatible_changes(saved, {**current, "model.entrants": False}) == [
+      "model.entrants: None -> False"]
 
 
 def test_early_stopping(tmp_path):

@@ -185,9 +185,17 @@ def incompatible_changes(saved: dict, current: dict, *, ignore: tuple = ()) -> l
   """
   out = []
   constant = saved.get("optimizer.schedule") == current.get("optimizer.schedule") == "constant"
+  defaults = flatten(base_config())
   for name in sorted(set(saved) | set(current)):
     if name in REPORT_ONLY or name in ignore or (constant and name == "train.num_steps"):
       continue
+    if name not in saved and name in defaults and current.get(name) == defaults[name]:
+      continue  # a field newer than the checkpoint, at its default
     if saved.get(name) != current.get(name):
-      out.append(f"{name}: {saved.get(name)!r} -> {current.get(name)!r}")
+      change = f"{name}: {saved.get(name)!r} -> {current.get(name)!r}"
+      if name == "train.num_steps" and current.get("optimizer.schedule") == "cosine":
+        change += (" (the cosine schedule decays over num_steps, so a run cannot be extended "
+                   "under it: train longer in a new --workdir, or use optimizer.schedule="
+                   "'constant' from the start, which may be extended)")
+      out.append(change)
   return out

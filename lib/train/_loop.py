@@ -136,6 +136,11 @@ class Checkpoints:
     (fields in `ignore` and `REPORT_ONLY` may differ)."""
     meta = self.meta(manager, step)
     where = f"{manager.directory}/{step}"
+    saved_source = json.loads(meta["config"]).get("data.source")
+    if saved_source is not None and saved_source != config.data.source:
+      raise ConfigError(f"checkpoint {where} was trained on data.source={saved_source!r}, but this "
+                        f"config reads data.source={config.data.source!r}: the source changed. Set "
+                        f"it back to resume, or use a new --workdir for the new source.")
     if meta["data_hash"] != data_hash:
       raise ConfigError(f"checkpoint {where} was trained on data with hash {meta['data_hash'][:16]}..., "
                         f"but {config.data.source!r} now hashes to {data_hash[:16]}...: the data "
