@@ -5,10 +5,14 @@
 For every event of the split, one row: `event_id`, `time`, `inclusion_prob`
 (float32[n]: each item's probability of being in the top k, a Monte Carlo
 estimate from --draws Gumbel-top-k lists), `top_k` (int32[k]: the k available
-items with the highest scores, best first), `samples` (S lists of k items drawn
-from the model, each a valid top-k of the event's available items) and
-`scores` (float32[n]). k is --k, default the config's data.eval_k. The file's
-schema metadata says what each column is. Prints the file written and the mean
+items with the highest scores, best first), `top_k_labels` (their catalog
+labels: ball "39", not id 38), `samples` (S lists of k items drawn from the
+model, each a valid top-k of the event's available items) and `scores`
+(float32[n]; -inf for items the event does not have). Item ids are catalog
+ids: id i is the schema metadata's `luce.catalog_labels[i]`. k is --k, default
+the config's data.eval_k. The file's schema metadata says what each column is
+and records the catalog, the luce version, the checkpoint and step, the data
+hash and the run's config. Prints the file written and the mean
 hits@k of the model's scores beside every baseline's (ties counted in
 expectation, the numbers luce-eval prints).
 

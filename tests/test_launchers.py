@@ -10,6 +10,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+import luce
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.data.source=synthetic:ranking?n_items=8&k=3&n_events=300", "--config.data.eval_k=3", "--config.model.hidden=16", "--config.model.heads=2",
         "--config.train.batch_size=16", "--config.train.eval_every=5", "--config.train.checkpoint_every=5",
@@ -60,6 +62,13 @@ def test_train_eval_predict_on_tiny_synthetic(tmp_path, kind, family):
   assert len(row["inclusion_prob"]) == 8 and sum(row["inclusion_prob"]) == pytest.approx(3.0, abs=1e-4)
   assert len(row["top_k"]) == 3 and len(row["samples"]) == 4
   assert all(len(set(s)) == 3 for s in row["samples"])
+  # Self-describing: catalog labels beside ids, and the run that made the file.
+  meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+  labels = json.loads(meta["luce.catalog_labels"])
+  assert len(labels) == 8 and row["top_k_labels"] == [labels[i] for i in row["top_k"]]
+  assert meta["luce.version"] == luce.__version__ and meta["luce.checkpoint"].endswith("(step 5)")
+  assert len(meta["luce.data_hash"]) >= 16
+  assert json.loads(meta["luce.config"])["model"]["family"] == family
 
 
 def test_config_typo_is_refused_with_a_suggestion(tmp_path):

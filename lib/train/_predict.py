@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pyarrow as pa
 
+import luce
 from luce import metrics
 from luce.errors import ConfigError
 from luce.train._data import reference_scores
@@ -17,9 +20,12 @@ def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
   One row per event: `event_id`, `time`, `inclusion_prob` (float32[n]: each
   item's probability of being in the event, counted over `draws` events
   sampled from the model), `top_k` (int32[k]: the k available items with the
-  highest scores, best first, ties by lower item id), `samples` (S sampled
-  events of k items) and `scores` (float32[n]: the family's item scores,
-  what hits@k ranks by). The table's schema metadata says what each column is.
+  highest scores, best first, ties by lower item id), `top_k_labels` (their
+  catalog labels, e.g. "39" for ball 39), `samples` (S sampled events of k
+  items) and `scores` (float32[n]: the family's item scores, what hits@k
+  ranks by). The table's schema metadata says what each column is and holds
+  the catalog (`luce.catalog_labels`, `luce.catalog_names`, in id order), the
+  luce version, the checkpoint and step, the data hash and the run's config.
 
   The hits are `luce.metrics.hits_at_k` of the model's scores and of every
   baseline (ties in expectation: a constant scorer gets exactly k²/n when the
@@ -51,11 +57,17 @@ def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
   def lists(a, dtype):
     return pa.array([x.tolist() for x in a], type=pa.list_(dtype))
 
+  labels = np.asarray(run.prepared.table.catalog.labels, dtype=object)
+
+  def label_lists(ids):
+    return pa.array([[labels[i] if i >= 0 else None for i in row] for row in ids.tolist()],
+                    type=pa.list_(pa.string()))
   out = pa.table({
       "event_id": table.events.column("event_id"),
       "time": table.events.column("time"),
       "inclusion_prob": lists(inclusion, pa.float32()),
       "top_k": lists(top, pa.int32()),
+      "top_k_labels": label_lists(top),
       "samples": pa.array([x.tolist() for x in drawn], type=pa.list_(pa.list_(pa.int32()))),
       "scores": lists(scores, pa.float32()),
   })
@@ -63,7 +75,14 @@ def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
       "luce.family": family.name, "luce.split": split, "luce.step": str(run.step),
       "luce.k": str(k), "luce.draws": str(draws), "luce.seed": str(seed),
       "luce.source": run.config.data.source,
-      "luce.items": "item ids are the catalog's (see luce.data.read(source).catalog)",
+      "luce.items": "item ids are the catalog's: id i is luce.catalog_labels[i]",
+      "luce.catalog_labels": json.dumps(list(run.prepared.table.catalog.labels)),
+      "luce.catalog_names": json.dumps(list(run.prepared.table.catalog.names)),
+      "luce.top_k_labels": "the catalog labels of top_k (the source's own item identifiers)",
+      "luce.version": luce.__version__,
+      "luce.checkpoint": f"{run.checkpoint} (step {run.step})",
+      "luce.data_hash": run.prepared.data_hash,
+      "luce.config": run.config.to_json(),
       "luce.inclusion_prob": f"fraction of {draws} sampled events holding each item",
       "luce.top_k": f"the {k} available items with the highest scores, ties by lower id",
       "luce.scores": family.scores_meaning,
