@@ -170,6 +170,11 @@ def test_launcher_writes_the_report(tmp_path, rng):
     assert (report / name).stat().st_size > 0, name
   metrics = json.loads((report / "metrics.json").read_text())
   assert metrics["nll"] == "exact"
+  # The header says what reproduces the run.
+  run = metrics["run"]
+  assert run["luce_version"] and run["seed"] == 0 and len(run["data_hash"]) >= 16
+  assert "--config=configs/sp500.py" in run["command"] and run["config"]["backtest"]["retrain_every"] == 40
+  assert f"data hash {run['data_hash'][:16]}" in (report / "report.md").read_text()
   # Ranking 6 assets, k = 5: a constant scorer's expected hits@5 is k²/n = 25/6, in the
   # JSON, the Markdown report and the terminal table.
   assert metrics["models"]["uniform"]["hits"] == pytest.approx(25 / 6, abs=1e-6)

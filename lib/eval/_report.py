@@ -6,6 +6,8 @@ import html
 import json
 import math
 import pathlib
+import shlex
+import sys
 
 import jax
 import numpy as np
@@ -67,6 +69,7 @@ def score_backtest(wf) -> dict:
       "window": b.window, "retrain_every": int(b.retrain_every), "k": int(k),
       "models": summary, "skill": skill, "verdicts": verdicts, "calibration": calib,
       "seconds": {name: round(v, 2) for name, v in wf.seconds.items()},
+      "run": run_record(c, wf.prepared.data_hash),
       "_series": {"per_event": per_event},
   }
   importance = {}
@@ -122,6 +125,14 @@ def _nll_words(result: dict) -> str:
   return "exact: the PL likelihood."
 
 
+def run_record(config, data_hash: str) -> dict:
+  """What reproduces the run: luce version, seed, data hash, command line, config."""
+  import luce
+  return {"luce_version": luce.__version__, "seed": int(config.seed), "data_hash": data_hash,
+          "command": shlex.join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+          "config": json.loads(config.to_json())}
+
+
 def _sections(result: dict) -> list:
   """The report as blocks: ("h1"|"h2"|"p", text), ("table", header, rows), ("img", file, alt)."""
   k = result["k"]
@@ -130,8 +141,13 @@ def _sections(result: dict) -> list:
                   f"{result['last_time']}, each predicted by a model trained only on earlier events "
                   f"({result['window']} window, retrained every {result['retrain_every']} events, "
                   f"{result['folds']} folds). NLL in nats per event, "
-                  + _nll_words(result)),
-            ("h2", "Verdict")]
+                  + _nll_words(result))]
+  run = result.get("run")
+  if run:
+    blocks.append(("p", f"luce {run['luce_version']}, seed {run['seed']}, data hash "
+                        f"{run['data_hash'][:16]}..., command `{run['command']}`; the whole config "
+                        f"is `run.config` in metrics.json."))
+  blocks.append(("h2", "Verdict"))
   for text in result["verdicts"].values():
     blocks.append(("p", text[0].upper() + text[1:]))
   blocks.append(("h2", "Scores"))
