@@ -120,3 +120,29 @@ def test_extremes_bad_input():
     le.extremes(s, s, np.ones((3, 4), bool), k=1, past_returns=np.zeros((5, 3)))
   with pytest.raises(luce.InputError, match="window"):
     le.extremes(s, s, np.ones((3, 4), bool), k=1, window=1)
+
+
+def test_tradable_uses_only_prices_before_the_day():
+  past = np.array([[0.01, np.nan, 0.0]])
+  r = np.array([[0.02, 0.01, -0.01],
+                [0.01, 0.03, np.nan],       # asset 2 has no price on day 1 (delisted)
+                [0.00, 0.01, np.nan]])
+  np.testing.assert_array_equal(le.tradable_before(r, past),
+                                [[True, False, True], [True, True, True], [True, True, False]])
+  np.testing.assert_array_equal(le.tradable_before(r)[0], [False, False, False])
+
+
+def test_portfolio_does_not_peek_at_the_days_own_prices():
+  """Asset 2 is delisted on day 1: whoever held it at the close of day 0 still held it
+  into day 1 (earning 0 there). Equal weight holds 1/3 of it that day; a backtest that
+  read day 1's missing price would have dropped it in advance (1/2 on the others)."""
+  past = np.zeros((1, 3))
+  r = np.array([[0.02, 0.01, -0.01], [0.01, 0.03, np.nan], [0.00, 0.01, np.nan]])
+  scores = np.array([[0.0, 1.0, 2.0], [0.0, 1.0, -np.inf], [0.0, 1.0, -np.inf]])
+  out = le.portfolio_backtest(scores, r, le.tradable_before(r, past), k=1, cost_bps=0.0,
+                              long_short=False, samples=10)
+  equal = out["series"]["equal_weight"]
+  np.testing.assert_allclose(equal[:2], [(0.02 + 0.01 - 0.01) / 3, (0.01 + 0.03 + 0.0) / 3])
+  # The top-1 pick of day 1 is the best *scored* tradable asset (asset 1), not the
+  # delisted one, whose score the model could not give (-inf).
+  np.testing.assert_allclose(out["series"]["long"][:2], [-0.01, 0.03])

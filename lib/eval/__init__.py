@@ -33,7 +33,7 @@ from luce.eval._significance import (block_bootstrap_means, compare, default_blo
                                      diebold_mariano, verdict)
 from luce.eval._portfolio import (PERIODS_PER_YEAR, describe_extremes, equal_weights, extremes,
                                   run_weights, sharpe, sharpe_difference, top_k_weights)
-from luce.eval._portfolio import backtest as portfolio_backtest
+from luce.eval._portfolio import backtest as portfolio_backtest, tradable_before
 from luce.eval._portfolio import summary as portfolio_summary
 from luce.eval._walk_forward import (WalkForward, feature_groups, fold_steps, plan_folds, start_index,
                                      walk_forward)

@@ -121,14 +121,33 @@ def sharpe_difference(a, b, *, block: int | None = None, samples: int = 2000, le
           "block": int(block)}
 
 
+def tradable_before(returns, past_returns=None) -> np.ndarray:
+  """bool[T, n]: the assets whose price is known when day t's portfolio is set.
+
+  A finite return on day t - 1 means a price at the close before day t; day
+  0 reads the last row of `past_returns` (all False without it). Day t's own
+  return (or whether it exists: a delisting) is not known then.
+  """
+  r = np.asarray(returns, np.float64)
+  before = np.zeros(r.shape, bool)
+  before[1:] = np.isfinite(r[:-1])
+  if past_returns is not None and len(past_returns):
+    before[0] = np.isfinite(np.asarray(past_returns, np.float64)[-1])
+  return before
+
+
 def backtest(scores, returns, available, *, k: int, cost_bps: float, long_short: bool = True,
              samples: int = 2000, seed: int = 0) -> dict:
   """Top-k (and long-short) portfolios of the scores against equal weight.
 
   Args:
-    scores: float[T, n] each day's scores, made before the day.
-    returns: float[T, n] each day's simple returns (NaN: not traded).
-    available: bool[T, n] assets that can be held that day.
+    scores: float[T, n] each day's scores, made before the day (-inf: not scored;
+      such an asset is picked only when fewer than k others can be).
+    returns: float[T, n] each day's simple returns. NaN: no price that day; an
+      asset held into such a day earns 0 on it (the day's outcome is not used
+      to decide what to hold).
+    available: bool[T, n] assets that can be held on day t, known when the
+      portfolio is set (`tradable_before`), never from day t's own prices.
 
   Returns:
     {"k", "cost_bps", "sharpe", "max_drawdown", "turnover", ... (summary of the
@@ -136,7 +155,7 @@ def backtest(scores, returns, available, *, k: int, cost_bps: float, long_short:
      "sharpe_diff": {"mean", "ci_low", "ci_high"} (long top-k minus equal weight),
      "series": {"long": R[T], "equal_weight": R[T], "long_short": R[T]}}.
   """
-  available = np.asarray(available, bool) & np.isfinite(np.asarray(returns, np.float64))
+  available = np.asarray(available, bool)
   long = run_weights(top_k_weights(scores, available, k), returns, cost_bps=cost_bps)
   equal = run_weights(equal_weights(available), returns, cost_bps=cost_bps)
   out = {"k": int(k), "cost_bps": float(cost_bps), **summary(long), "equal_weight": summary(equal),

@@ -85,7 +85,9 @@ def score_backtest(wf) -> dict:
   returns = asset_returns(wf.prepared.table)
   if returns is not None:
     r = returns[wf.start:]
-    port = _portfolio.backtest(wf.scores["model"], r, wf.available, k=b.portfolio_k,
+    # What can be held on day t is what had a price before it, not day t's own prices.
+    tradable = _portfolio.tradable_before(r, returns[:wf.start])
+    port = _portfolio.backtest(wf.scores["model"], r, tradable, k=b.portfolio_k,
                                cost_bps=b.cost_bps, long_short=True, samples=b.bootstrap_samples,
                                seed=c.seed)
     out["_series"]["portfolio"] = port.pop("series")
