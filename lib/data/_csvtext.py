@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import pathlib
 import re
 
 import numpy as np
@@ -13,7 +15,9 @@ from luce.errors import ConfigError, DataError
 
 DELIMITERS = (",", ";", "\t", "|")
 DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d",
-                "%d-%m-%Y", "%m-%d-%Y")
+                "%d-%m-%Y", "%m-%d-%Y",
+                # Month names (English) are unambiguous: "June 12, 1982", "12 Jun 1982".
+                "%B %d, %Y", "%b %d, %Y", "%d %B %Y", "%d %b %Y", "%B %d %Y", "%b %d %Y")
 NULLS = ("", "\\N", "NA", "NaN", "nan", "null", "NULL", "None")
 
 
@@ -27,14 +31,17 @@ def _delimiter_option(value: str | None) -> str | None:
 def read_text_table(path, delimiter: str | None = None) -> tuple[pd.DataFrame, str]:
   """All cells of a delimited text file as strings (nulls as None).
 
-  A UTF-8 BOM and CRLF line endings are tolerated. The delimiter, when not
-  given, is the one of `DELIMITERS` that occurs most often in the header line
-  (an error if two tie). Row i of the frame is line i + 2 of the file; blank
-  lines are kept as rows of nulls so that line numbers stay right.
+  A UTF-8 BOM, CRLF line endings and blank lines before the header are
+  tolerated. The delimiter, when not given, is the one of `DELIMITERS` that
+  occurs most often in the header line (an error if two tie). Row i of the
+  frame is file line `line_numbers(frame)[i]`; blank lines are kept as rows of
+  nulls so that line numbers stay right. A row with fewer fields than the
+  header (its trailing columns missing, not left empty) is a DataError naming
+  the line.
   """
   name = str(path)
   try:
-    raw = open(path, "rb").read()
+    raw = pathlib.Path(path).read_bytes()
   except OSError as e:
     raise DataError(f"{name}: cannot read ({e}).") from e
   try:
@@ -42,6 +49,12 @@ def read_text_table(path, delimiter: str | None = None) -> tuple[pd.DataFrame, s
   except UnicodeDecodeError:
     text = raw.decode("latin-1")
   text = text.replace("\r\n", "\n").replace("\r", "\n")
+  lines = text.split("\n")
+  skipped = 0
+  while skipped < len(lines) - 1 and not lines[skipped].strip():
+    skipped += 1
+  if skipped:
+    text = "\n".join(lines[skipped:])
   header = text.split("\n", 1)[0]
   delimiter = _delimiter_option(delimiter)
   if delimiter is None:
@@ -62,14 +75,28 @@ def read_text_table(path, delimiter: str | None = None) -> tuple[pd.DataFrame, s
   except (pd.errors.ParserError, ValueError) as e:
     raise DataError(f"{name}: not a {delimiter!r}-delimited table ({e}).") from e
   frame.columns = [str(c).strip() for c in frame.columns]
+  _check_row_widths(text, delimiter, list(frame.columns), name, skipped)
   frame = frame.astype(object)
   frame = frame.where(~frame.isin(NULLS) & frame.notna(), None)
+  frame.attrs["header_line"] = skipped + 1
   return frame, delimiter
+
+
+def _check_row_widths(text: str, delimiter: str, columns: list[str], name: str, skipped: int) -> None:
+  """DataError at the first row with fewer fields than the header (pandas fills
+  them with nulls silently); blank lines are not rows."""
+  width = len(columns)
+  for i, row in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter)):
+    if 0 < len(row) < width and any(cell.strip() for cell in row):
+      missing = ", ".join(map(repr, columns[len(row):]))
+      raise DataError(f"{name}, line {skipped + i + 1}: {len(row)} of the header's {width} fields "
+                      f"(missing: {missing}); a row must give every column (an empty cell is "
+                      f"written as nothing between two delimiters).")
 
 
 def line_numbers(frame: pd.DataFrame) -> np.ndarray:
   """int64[rows]: the file line of each row (the header is line 1)."""
-  return np.arange(len(frame), dtype=np.int64) + 2
+  return np.arange(len(frame), dtype=np.int64) + frame.attrs.get("header_line", 1) + 1
 
 
 def column_spec(spec: str, columns: list[str], name: str, option: str) -> list[str]:

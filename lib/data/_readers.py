@@ -111,8 +111,10 @@ def read_rows(path: pathlib.Path, opts: dict, *, default_kind: str) -> Loaded:
     cells = frame[col]
     sep = opts.get("sep")
     if sep is None:
-      chars = set("".join(cells.dropna().str.replace(r"[\w\s]", "", regex=True)))
+      marks = "".join(cells.dropna().str.replace(r"[\w\s]", "", regex=True))
+      chars = set(marks)
       if len(chars) > 1:
+        _report_bad_pick(name, col, cells, lines, max(sorted(chars), key=marks.count))
         raise DataError(f"{name}: column {col!r} mixes separators {sorted(chars)}; pass ?sep=...")
       sep = chars.pop() if chars else None  # None: whitespace
     split = [[] if v is None else [x for x in (re.split(r"\s+", v.strip()) if sep is None else
@@ -153,6 +155,8 @@ def read_rows(path: pathlib.Path, opts: dict, *, default_kind: str) -> Loaded:
     good = labels[ok]
     first = integer(opts["first"], "first") if "first" in opts else \
         (0 if good.size and good.min() == 0 else 1)
+    if "n" not in opts and default_kind == "set":  # a game's balls, not a ranking's item ids
+      _check_label_range(name, labels, ok, offsets, event_of, lines, value_columns, metadata)
     n_seen = int(good.max()) - first + 1 if good.size else 0
     n = integer(opts["n"], "n") if "n" in opts else n_seen
     metadata["n"] = f"{n}" + ("" if "n" in opts else " (inferred)")
@@ -228,6 +232,54 @@ def read_rows(path: pathlib.Path, opts: dict, *, default_kind: str) -> Loaded:
                     value_columns=value_columns, value_labels=flat[take],
                     columns={"time": time_col})
   return Loaded(table, prov, k, problems)
+
+
+def _check_label_range(name, labels, ok, offsets, event_of, lines, value_columns, metadata) -> None:
+  """The game's size is inferred from the largest label: refuse one that lies far above
+  every other (a typo would widen the game), and note a range that grows over time.
+
+  Far above: the labels right below it never appear, a run of at least
+  max(5, 10% of its value). A range that changes: labels that first appear
+  after the first quarter of the events (noted in the table's metadata).
+  """
+  good = labels[ok]
+  distinct = np.unique(good)
+  if len(distinct) < 2:
+    return
+  top, below = int(distinct[-1]), int(distinct[-2])
+  gap = top - below - 1
+  if gap >= max(5, 0.1 * top):
+    j = int(np.flatnonzero(ok & (labels == top))[0])
+    e = int(event_of[j])
+    col = value_columns if isinstance(value_columns, str) else value_columns[j - offsets[e]]
+    raise DataError(f"{name}, line {int(lines[e])}, column {col!r}: pick {top} lies far above every "
+                    f"other pick (the next largest is {below}; labels {below + 1}..{top - 1} never "
+                    f"appear), so it would widen the game to {top} items: a typo? Pass ?n=N with "
+                    f"the game's size if it really has {top} or more items.")
+  events = len(offsets) - 1
+  early = ok & (event_of < max(events // 4, 1))
+  if events >= 8 and early.any():
+    start = int(labels[early].max()) + 1
+    if start <= top:
+      later = ok & (labels >= start)
+      e = int(event_of[np.flatnonzero(later)[0]])
+      metadata["range_changed"] = (f"labels {start}..{top} first appear on line {int(lines[e])} "
+                                   f"(none in the first quarter of the file): the game's range "
+                                   f"may have changed; pass ?n= to fix it")
+
+
+def _report_bad_pick(name: str, col: str, cells, lines, sep: str) -> None:
+  """With `sep` the most frequent mark of a packed column: a DataError at the
+  first pick that is a number but not a positive integer (-1, 1.5), which
+  would otherwise read as a second separator."""
+  number = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+  for i, cell in enumerate(cells):
+    if cell is None:
+      continue
+    for token in (t.strip() for t in str(cell).split(sep)):
+      if token and not token.isdigit() and number.match(token):
+        raise DataError(f"{name}, line {int(lines[i])}, column {col!r}: pick {token!r} is not a "
+                        f"positive integer item label (cell {cell!r}).")
 
 
 def read_catalog_file(spec: str, beside: pathlib.Path) -> Catalog:

@@ -1,0 +1,89 @@
+"""Readers on messy real-world files: a blank line (after a BOM) before the header, a row
+missing its trailing columns, picks that are numbers but not item labels, a stray pick
+that would widen the game, a range that changes over time, month-name dates."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import luce.data
+from luce.errors import DataError
+
+
+def _write(tmp_path, name, text, bom=False):
+  path = tmp_path / name
+  path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+  return path
+
+
+def test_blank_lines_before_the_header_after_a_bom(tmp_path):
+  path = _write(tmp_path, "d.csv", "\n\nDate,Numbers\n2020-01-01,1|2|3\n2020-01-08,4|5|6\n"
+                                   "2020-01-15,1|3|5\n", bom=True)
+  table = luce.data.read(f"draws:{path}")
+  assert len(table) == 3 and table.n_items == 6
+  # Line numbers count the skipped lines: line 6 is the third event.
+  bad = _write(tmp_path, "e.csv", "\n\nDate,Numbers\n2020-01-01,1|2|3\n2020-01-08,4|5|6\n"
+                                  "2020-01-15,1|3|3\n", bom=True)
+  with pytest.raises(DataError, match=r"row 6"):
+    luce.data.read(f"draws:{bad}")
+
+
+def test_a_row_missing_trailing_columns_is_an_error(tmp_path):
+  path = _write(tmp_path, "r.csv", "race,pos1,pos2,pos3\n1,1,2,3\n2,3,1\n3,2,3,1\n")
+  with pytest.raises(DataError, match=r"r.csv, line 3: 3 of the header's 4 fields \(missing: "
+                                      r"'pos3'\)"):
+    luce.data.read(f"rankings:{path}")
+  # An empty trailing cell is a deliberate blank: a shorter ranking.
+  ok = _write(tmp_path, "ok.csv", "race,pos1,pos2,pos3\n1,1,2,3\n2,3,1,\n3,2,3,1\n")
+  assert len(luce.data.read(f"rankings:{ok}")) == 3
+
+
+@pytest.mark.parametrize("pick", ["-1", "1.5", "+2"])
+def test_a_pick_that_is_not_a_positive_integer_says_so(tmp_path, pick):
+  path = _write(tmp_path, "d.csv", f"Date,Numbers\n2020-01-01,1|2|3\n2020-01-08,4|{pick}|6\n"
+                                   f"2020-01-15,1|3|5\n")
+  with pytest.raises(DataError, match=rf"d.csv, line 3, column 'Numbers': pick "
+                                      rf"{re.escape(repr(pick))} is not a positive integer"):
+    luce.data.read(f"draws:{path}")
+
+
+def _draws(rows):
+  return "Date,Numbers\n" + "".join(f"2020-{1 + i // 28:02d}-{1 + i % 28:02d},{'|'.join(map(str, r))}\n"
+                                    for i, r in enumerate(rows))
+
+
+def test_a_stray_pick_far_above_the_rest_is_named(tmp_path, rng):
+  rows = [sorted(rng.choice(np.arange(1, 11), 3, replace=False)) for _ in range(40)]
+  rows[17] = [2, 5, 90]
+  path = _write(tmp_path, "d.csv", _draws(rows))
+  with pytest.raises(DataError, match=r"line 19, column 'Numbers': pick 90 lies far above every "
+                                      r"other pick \(the next largest is 10; labels 11..89 never"):
+    luce.data.read(f"draws:{path}")
+  # Saying the game's size accepts it.
+  assert luce.data.read(f"draws:{path}?n=90").n_items == 90
+
+
+def test_a_range_that_grows_over_time_is_reported(tmp_path, rng):
+  rows = [sorted(rng.choice(np.arange(1, 11 if i < 20 else 16), 3, replace=False)) for i in range(60)]
+  path = _write(tmp_path, "d.csv", _draws(rows))
+  table = luce.data.read(f"draws:{path}")
+  assert table.n_items == 15
+  first = next(i for i, r in enumerate(rows) if max(r) > max(max(x) for x in rows[:15]))
+  note = table.metadata["range_changed"]
+  assert f"first appear on line {first + 2}" in note and "range may have changed" in note
+
+
+def test_month_name_dates_are_detected(tmp_path):
+  path = _write(tmp_path, "d.csv", 'Date,Numbers\n"June 12, 1982",1|2|3\n"June 19, 1982",4|5|6\n'
+                                   '"July 3, 1982",1|3|5\n')
+  times = luce.data.read(f"draws:{path}").times()
+  assert str(times[0])[:10] == "1982-06-12" and str(times[2])[:10] == "1982-07-03"
+
+
+def test_reading_leaves_no_file_open(tmp_path):
+  path = _write(tmp_path, "d.csv", "Date,Numbers\n2020-01-01,1|2|3\n2020-01-08,4|5|6\n")
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", ResourceWarning)
+    luce.data.read(f"draws:{path}")
