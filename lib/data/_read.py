@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
+import pyarrow as pa
+
 from luce.data import _readers
 from luce.data._source import choice, flag, parse_source, resolve_path
 from luce.data._synthetic import read_synthetic
@@ -12,6 +17,8 @@ from luce.data._validate import ON_INVALID, Problem, Provenance, find_problems, 
 def _load(source: str) -> tuple[_readers.Loaded, str]:
   src = parse_source(source)
   on_invalid = choice(src.options.pop("on_invalid", "raise"), "on_invalid", ON_INVALID)
+  if flag(src.options.pop("drop_invalid", "false"), "drop_invalid"):
+    on_invalid = "drop"  # ?drop_invalid=true spells ?on_invalid=drop
   opts = src.options
   if src.scheme == "synthetic":
     loaded = read_synthetic(src.path, opts, source)
@@ -88,8 +95,12 @@ def read(source: str, *, on_invalid: str | None = None) -> EventTable:
       `rankings:` and `draws:` hold one event per row with no per-item
       columns, so they take no covariates.
       A relative PATH not found here is looked up in $LUCE_SHARED_DATA.
-    on_invalid: "raise" (default) raises `luce.DataError` at the first problem;
-      "report" raises one listing every problem. Overrides `?on_invalid=`.
+    on_invalid: "raise" (default) raises `luce.DataError` at the first problem
+      (saying how many more there are); "report" raises one listing every
+      problem; "drop" drops every event with a problem, warns with each dropped
+      row and its reason and keeps the list in `metadata["dropped"]` (a problem
+      of no single event still raises). Overrides `?on_invalid=` (and
+      `?drop_invalid=true`, which means on_invalid=drop).
 
   Returns:
     A validated EventTable (`metadata["source"]` is `source`).
@@ -103,8 +114,53 @@ def read(source: str, *, on_invalid: str | None = None) -> EventTable:
   """
   loaded, source_on_invalid = _load(source)
   on_invalid = choice(on_invalid or source_on_invalid, "on_invalid", ON_INVALID)
-  limit = 1 if on_invalid == "raise" and not loaded.problems else None
-  problems = _combined(loaded.problems,
-                       find_problems(loaded.table, loaded.provenance, k=loaded.k, limit=limit))
+  # Every problem is counted (the checks are vectorised), so "and N more" is right.
+  problems = _combined(loaded.problems, find_problems(loaded.table, loaded.provenance, k=loaded.k))
+  if on_invalid == "drop" and problems:
+    return _drop_invalid(loaded, problems)
   raise_problems(problems, on_invalid)
   return loaded.table
+
+
+def _event_of_line(table: EventTable, prov: Provenance) -> dict:
+  """File line (or table row) -> index of the event it belongs to: each event's own
+  line and, for files of one item per line, the line of each of its values."""
+  m = len(table)
+  out = {}
+  pairs = [(np.arange(m) if prov.event_rows is None else np.asarray(prov.event_rows), np.arange(m))]
+  for rows, column in ((prov.value_rows, "items"), (prov.covariate_rows, "available")):
+    if rows is not None and column in table.events.column_names:
+      offsets = table.events.column(column).combine_chunks().offsets.to_numpy()
+      pairs.append((np.asarray(rows), np.repeat(np.arange(m), np.diff(offsets))))
+  for rows, events in pairs:
+    if len(rows) == len(events):
+      out.update(zip(rows.tolist(), events.tolist()))
+  return out
+
+
+def _drop_invalid(loaded, problems: list[Problem]) -> EventTable:
+  """The table without the events that have problems; each dropped row and why is
+  warned and kept in `metadata["dropped"]`. A problem of no one event (the file,
+  a column) still raises, as does anything left after the drop."""
+  table, prov = loaded.table, loaded.provenance
+  m = len(table)
+  event_of_line = _event_of_line(table, prov)
+  unplaced = [p for p in problems if p.row not in event_of_line]
+  if unplaced:
+    raise_problems(unplaced, "report")
+  bad = np.zeros(m, bool)
+  bad[[event_of_line[p.row] for p in problems]] = True
+  keep = np.flatnonzero(~bad)
+  if not len(keep):
+    raise_problems(problems, "report")
+  lines = [str(p) for p in sorted(problems, key=lambda p: (p.row, p.check))]
+  meta = dict(table.metadata)
+  meta["dropped"] = "\n".join(lines)
+  kept = EventTable(table.events.take(pa.array(keep)), table.catalog, meta)
+  left = find_problems(kept, Provenance(file=prov.file), k=loaded.k)
+  raise_problems(left, "report")
+  warnings.warn(f"{prov.file}: dropped {int(bad.sum())} of {m} events with problems "
+                f"(on_invalid=drop; every one is in the table's metadata['dropped']): "
+                + "; ".join(lines[:5]) + (f"; ... and {len(lines) - 5} more" if len(lines) > 5 else ""),
+                stacklevel=3)
+  return kept

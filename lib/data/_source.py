@@ -40,7 +40,7 @@ SCHEMES: dict[str, tuple[str, tuple[str, ...]]] = {
                   "(default) or set",
                   ("n_items", "k", "n_events", "item_spread", "momentum", "rank_momentum", "seed")),
 }
-COMMON_OPTIONS = ("on_invalid",)
+COMMON_OPTIONS = ("on_invalid", "drop_invalid")
 # Why a scheme lacks an option that another has, said instead of just listing.
 _OPTION_HINTS = {
     ("rankings", "covariates"): "rankings: files hold one ranking per row (pos1..posK) and no "

@@ -25,7 +25,7 @@ from luce.data._table import (
 )
 from luce.errors import ConfigError, DataError
 
-ON_INVALID = ("raise", "report")
+ON_INVALID = ("raise", "report", "drop")
 _REPORT_LINES = 30
 
 

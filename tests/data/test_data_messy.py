@@ -87,3 +87,38 @@ def test_reading_leaves_no_file_open(tmp_path):
   with warnings.catch_warnings():
     warnings.simplefilter("error", ResourceWarning)
     luce.data.read(f"draws:{path}")
+
+
+BAD3 = ("Date,Numbers\n2020-01-01,1|2|x\n2020-01-08,4|5|6\n2020-01-15,1|y|5\n2020-01-22,1|3|5\n"
+        "2020-01-29,1|1|5\n")
+
+
+@pytest.mark.parametrize("option", ["drop_invalid=true", "on_invalid=drop"])
+def test_drop_invalid_drops_and_reports_every_bad_row(tmp_path, option):
+  path = _write(tmp_path, "d.csv", BAD3)
+  with pytest.warns(UserWarning, match=r"dropped 3 of 5 events with problems"):
+    table = luce.data.read(f"draws:{path}?{option}")
+  assert len(table) == 2
+  dropped = table.metadata["dropped"].splitlines()
+  assert [line.split(",")[1].strip() for line in dropped] == ["row 2", "row 4", "row 6"]
+  assert "not an integer item label (value: 'x')" in dropped[0]
+  assert "item listed twice" in dropped[2]
+
+
+def test_drop_invalid_on_a_long_file_drops_the_whole_event(tmp_path):
+  path = _write(tmp_path, "l.csv", "race,date,driver,rank\n1,2020-01-01,a,1\n1,2020-01-01,b,2\n"
+                                   "2,2020-01-08,a,1\n2,2020-01-08,b,x\n3,2020-01-15,b,1\n"
+                                   "3,2020-01-15,a,2\n")
+  src = f"long:{path}?event=race&item=driver&rank=rank&time=date&drop_invalid=true"
+  with pytest.warns(UserWarning, match="dropped 1 of 3 events"):
+    table = luce.data.read(src)
+  assert len(table) == 2 and "row 5, column 'rank'" in table.metadata["dropped"]
+
+
+def test_the_count_of_more_problems_is_right(tmp_path):
+  """Two bad events, no parse problem: the first is named and the other counted."""
+  path = _write(tmp_path, "d.csv", "Date,Numbers\n2020-01-01,1|2|3\n2020-01-08,4|4|6\n"
+                                   "2020-01-15,1|3|5\n2020-01-22,1|1|5\n")
+  with pytest.raises(DataError, match=r"row 3, .* \[and 1 more problems;") as info:
+    luce.data.read(f"draws:{path}")
+  assert [p.row for p in info.value.problems] == [3, 5]
