@@ -32,6 +32,8 @@ def _load(source: str) -> tuple[_readers.Loaded, str]:
       loaded = _readers.read_rows(path, opts, default_kind="ranking")
     elif src.scheme == "long":
       loaded = _readers.read_long(path, opts)
+    elif src.scheme == "baskets":
+      loaded = _readers.read_baskets(path, opts)
     elif src.scheme == "ergast":
       loaded = _readers.read_ergast(path, opts)
     elif src.scheme == "preflib":

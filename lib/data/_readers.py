@@ -302,6 +302,92 @@ def read_catalog_file(spec: str, beside: pathlib.Path) -> Catalog:
                              [str(x) if x is not None else str(l) for x, l in zip(names, labels)])
 
 
+# ---- baskets: one basket (a set of item labels) per line ---------------------------
+
+def read_baskets(path: pathlib.Path, opts: dict) -> Loaded:
+  """One basket per line, its item labels separated by a delimiter (the market-basket
+  layout, e.g. `milk,bread,eggs`): no header and no time column.
+
+  Events are sets in file order (time = the line's 0-based position among the
+  baskets, integer steps); baskets may hold any number of items. No file says
+  what a shopper could have picked, so every catalog item is available in
+  every basket (no `available` column). The catalog is every label seen, in
+  order of first appearance; `catalog=FILE` gives it instead (then an unknown
+  label is a problem). Options: delimiter= (default: the most frequent of
+  , ; | tab in the file, else a space), header=true (skip a first line),
+  duplicates=error|once (an item twice in one basket). Blank lines are not
+  baskets; they are counted in the metadata.
+  """
+  name = path.name
+  try:
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+  except OSError as e:
+    raise DataError(f"{name}: cannot read ({e}).") from e
+  lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+  if lines and lines[-1] == "":
+    lines = lines[:-1]
+  start = 1 if flag(opts.get("header", "false"), "header") else 0
+  delimiter = opts.get("delimiter")
+  if delimiter is not None:
+    delimiter = {"tab": "\t", "\\t": "\t", "space": " "}.get(delimiter, delimiter)
+  else:
+    body = "\n".join(lines[start:])
+    counts = {d: body.count(d) for d in (",", ";", "|", "\t")}
+    delimiter = max(counts, key=counts.get) if max(counts.values()) else " "
+  duplicates = choice(opts.get("duplicates", "error"), "duplicates", ("error", "once"))
+  problems: list[Problem] = []
+  baskets, basket_lines, blank = [], [], 0
+  for i in range(start, len(lines)):
+    raw = lines[i]
+    if not raw.strip():
+      blank += 1
+      continue
+    cells = raw.split() if delimiter == " " else raw.split(delimiter)
+    items = [c.strip() for c in cells]
+    if any(not c for c in items):
+      problems.append(Problem("null", name, i + 1, None, raw, "empty item label in the basket "
+                              "(two delimiters in a row, or one at an end)"))
+      items = [c for c in items if c]
+    seen, kept = set(), []
+    for c in items:
+      if c in seen:
+        if duplicates == "error":
+          problems.append(Problem("duplicate_item", name, i + 1, None, c,
+                                  "item twice in one basket; read with ?duplicates=once to keep "
+                                  "it once"))
+        continue
+      seen.add(c)
+      kept.append(c)
+    baskets.append(kept)
+    basket_lines.append(i + 1)
+  if not baskets:
+    raise DataError(f"{name}: no baskets (every line is blank).")
+  if "catalog" in opts:
+    catalog = read_catalog_file(opts["catalog"], path)
+  else:
+    order = dict.fromkeys(label for basket in baskets for label in basket)
+    catalog = Catalog.from_labels(list(order))
+  flat = np.array([label for basket in baskets for label in basket], dtype=object)
+  ids = np.asarray(catalog.ids(flat.astype(str)), np.int64) if len(flat) else np.zeros(0, np.int64)
+  ids = np.where(ids < 0, len(catalog), ids)   # unknown labels: named by validation
+  lengths = np.array([len(b) for b in baskets], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  m = len(baskets)
+  cols = {"event_id": pa.array(np.arange(m, dtype=np.int64)),
+          "time": pa.array(np.arange(m, dtype=np.int64)),
+          "items": _ranked_lists(ids, offsets),
+          "kind": pa.array(["set"] * m, pa.string())}
+  metadata = {"reader": "baskets", "delimiter": delimiter, "available": "every catalog item",
+              "time": "the basket's position in the file"}
+  if blank:
+    metadata["blank_lines"] = str(blank)
+  table = EventTable(pa.table(cols), catalog, metadata)
+  rows = np.asarray(basket_lines, np.int64)
+  prov = Provenance(file=name, event_rows=rows, value_rows=np.repeat(rows, lengths),
+                    value_columns="basket", value_labels=flat)
+  return Loaded(table, prov, None, problems)
+
+
 # ---- long: one (event, item, rank) per row ---------------------------------------
 
 def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
@@ -495,7 +581,16 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
     cols["series"] = pa.array(s[good][first_row][order_events], pa.string())
   cols["items"] = _ranked_lists(values, offsets)
   cols["kind"] = pa.array([kind] * m, pa.string())
-  cols["available"] = _ranked_lists(avail, avail_offsets)
+  # A set file whose every row is picked says nothing of what else could have been
+  # picked: each event's rows would be all it could pick (likelihood 1, NLL 0). Then
+  # every catalog item is available, and the table has no `available` column.
+  no_availability = kind == "set" and np.array_equal(np.diff(offsets), np.diff(avail_offsets))
+  if no_availability and cov_cols:
+    raise ConfigError(f"{name}: covariates on sets need the items that could have been picked: "
+                      f"add a row for each such item with an empty {rank_col or 'rank'} and read "
+                      f"with ?unranked=available, or drop ?covariates=.")
+  if not no_availability:
+    cols["available"] = _ranked_lists(avail, avail_offsets)
   cols[CONTEXT_PREFIX + "event"] = pa.array(ev_uniques.to_numpy(dtype=object)[order_events], pa.string())
   entry_rows = np.flatnonzero(good)[avail_src]  # frame row of each entrant, as in `available`
   cov, cov_names, kinds = _text_covariates(frame, cov_cols, forced, entry_rows, avail_offsets,
@@ -503,6 +598,8 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
   cols.update(cov)
   metadata = {"reader": "long", "delimiter": delimiter, "ties": ties, "duplicates": duplicates,
               **notes}
+  if no_availability:
+    metadata["available"] = "every catalog item (the file lists only each event's picks)"
   if kinds:
     metadata["covariates"] = ",".join(f"{c}={k}" for c, k in kinds.items())
   table = EventTable(pa.table(cols), catalog, metadata)

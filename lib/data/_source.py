@@ -26,6 +26,9 @@ SCHEMES: dict[str, tuple[str, tuple[str, ...]]] = {
              "columns can be covariates",
              ("delimiter", "event", "item", "rank", "time", "date_format", "series", "name",
               "kind", "ties", "duplicates", "unranked", "covariates", "categorical")),
+    "baskets": ("a text file with one basket (item labels separated by a delimiter) per "
+                "line, no header or time column; every catalog item is available",
+                ("delimiter", "header", "duplicates", "catalog")),
     "ergast": ("an Ergast f1db_csv folder (results.csv, races.csv, drivers.csv); covariates "
                "grid and constructor",
                ("classified", "duplicates", "ties", "from_year", "to_year", "covariates")),
