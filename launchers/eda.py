@@ -121,6 +121,7 @@ def write_report(table, eda, out: pathlib.Path, source: str) -> Report:
   import matplotlib.pyplot as plt
   import numpy as np
 
+  from luce.data._eda import holm
   names = np.asarray(table.catalog.names)
   labels = np.asarray(table.catalog.labels)
   r = Report(f"EDA of {source}")
@@ -128,8 +129,12 @@ def write_report(table, eda, out: pathlib.Path, source: str) -> Report:
          f"k = {eda.k if eda.k is not None else f'up to {table.k_max}'}; content hash "
          f"{table.content_hash[:16]}. Null hypothesis everywhere: each event picks its items "
          f"uniformly among those available to it.")
+  r.heading("Verdict")
+  r.text(eda.verdict(0.01))
   r.heading("p-values")
-  r.table(["test", "p-value"], [(k, _fmt_p(v)) for k, v in eda.p_values().items()])
+  adjusted, _ = holm(eda.p_values(), 0.01)
+  r.table(["test", "p-value", "Holm-adjusted"],
+          [(k, _fmt_p(v), _fmt_p(adjusted.get(k, float("nan")))) for k, v in eda.p_values().items()])
 
   r.heading("Item frequencies")
   f = eda.frequencies
@@ -261,6 +266,7 @@ def run_eda(source: str, out: str, *, on_invalid: str = "raise", bucket_size: in
         f"k {eda.k if eda.k is not None else 'varies'} ({time.perf_counter() - start:.1f} s)")
   for name, p in p_values.items():
     print(f"  {name:<55s} p = {_fmt_p(p)}")
+  print(f"  {eda.verdict(0.01)}")
   print(f"  report: {out_dir / 'report.md'}, {out_dir / 'report.html'}")
   return p_values
 

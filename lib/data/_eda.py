@@ -9,9 +9,10 @@ finishing order is a random permutation of its entrants).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from scipy.cluster.vq import kmeans2
 
 from luce.data._table import EventTable
@@ -326,6 +327,33 @@ class SumTest:
   null_sample: np.ndarray
 
 
+def consecutive_pairs_pmf(n: int, k: int) -> np.ndarray:
+  """float64[k]: P(r adjacent pairs (j, j+1)) among a uniform k-subset of 1..n, r = 0..k-1.
+
+  A k-subset with r successions is a choice of which r of its k-1 gaps are 1
+  (C(k-1, r)) and a placement of its k - r runs among n - k + 1 slots
+  (C(n-k+1, k-r)); the counts sum to C(n, k) (Vandermonde).
+  """
+  r = np.arange(k)
+  log = (special.gammaln(k) - special.gammaln(r + 1) - special.gammaln(k - r)
+         + special.gammaln(n - k + 2) - special.gammaln(k - r + 1) - special.gammaln(n - 2 * k + r + 2)
+         - (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)))
+  feasible = (k - r) <= (n - k + 1)
+  return np.where(feasible, np.exp(np.where(feasible, log, 0.0)), 0.0)
+
+
+def holm(p_values: dict[str, float], alpha: float = 0.01) -> tuple[dict[str, float], list[str]]:
+  """Holm's step-down correction: (adjusted p-value of each test, the tests rejected at
+  `alpha`, most significant first). NaN p-values are left out."""
+  names = [name for name, p in p_values.items() if not math.isnan(p)]
+  order = sorted(names, key=lambda name: p_values[name])
+  adjusted, running = {}, 0.0
+  for i, name in enumerate(order):
+    running = max(running, min(1.0, (len(order) - i) * p_values[name]))
+    adjusted[name] = running
+  return adjusted, [name for name in order if adjusted[name] <= alpha]
+
+
 def pattern_tests(table: EventTable, *, gap_bins: int = 25, n_null: int = 100_000,
                   seed: int = 0) -> dict[str, object]:
   """Patterns of numbered k-of-n draws under the uniform null, with p-values.
@@ -362,12 +390,18 @@ def pattern_tests(table: EventTable, *, gap_bins: int = 25, n_null: int = 100_00
   out["sum"] = SumTest(sums, float(mu), float(sd), float(z), float(2 * stats.norm.sf(abs(z))),
                        float(ks.statistic), float(ks.pvalue), null_sums)
   consecutive = (np.diff(picked, axis=1) == 1).sum(axis=1)
-  null_consecutive = (np.diff(null_draws, axis=1) == 1).sum(axis=1)
   values = np.arange(k)
+  contiguous = np.array_equal(np.sort(labels), labels.min() + np.arange(n))
+  if contiguous:
+    expected, note = (len(consecutive) * consecutive_pairs_pmf(n, k),
+                      "exact null: C(k-1, r) C(n-k+1, k-r) / C(n, k) draws with r pairs")
+  else:  # labels with gaps: no closed form; simulation error is kept small by n_null
+    null_consecutive = (np.diff(null_draws, axis=1) == 1).sum(axis=1)
+    expected = len(consecutive) * np.bincount(null_consecutive, minlength=k)[:k] / n_null
+    note = f"null from {n_null} simulated draws (labels are not a contiguous range)"
   out["consecutive"] = chi_square(
-      "consecutive pairs per draw", values, np.bincount(consecutive, minlength=k)[:k],
-      len(consecutive) * np.bincount(null_consecutive, minlength=k)[:k] / n_null,
-      note=f"null from {n_null} simulated draws; mean k(k-1)/n = {k * (k - 1) / n:.3f}")
+      "consecutive pairs per draw", values, np.bincount(consecutive, minlength=k)[:k], expected,
+      note=f"{note}; mean k(k-1)/n = {k * (k - 1) / n:.3f}")
   # Gaps: for draws t >= G, events since each pick was last picked (G+ = not in the last G-1).
   inc = table.inclusion_matrix()
   m = len(inc)
@@ -433,6 +467,17 @@ class Eda:
   patterns: dict | None
   wins: WinRates | None
   stability: RankStability | None
+
+  def verdict(self, alpha: float = 0.01) -> str:
+    """One line: consistent with uniform draws, or which tests reject, after Holm's
+    correction over every test of `p_values`."""
+    adjusted, rejected = holm(self.p_values(), alpha)
+    if not rejected:
+      return (f"Consistent with uniform draws: none of the {len(adjusted)} tests rejects at "
+              f"{alpha:g} after Holm's correction for multiple testing.")
+    return (f"Not uniform: {len(rejected)} of {len(adjusted)} tests reject at {alpha:g} after "
+            f"Holm's correction: " + "; ".join(f"{name} (adjusted p = {adjusted[name]:.2g})"
+                                                for name in rejected) + ".")
 
   def p_values(self) -> dict[str, float]:
     out = {"item frequency (chi-square)": self.frequencies.p_value,
