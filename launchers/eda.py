@@ -108,9 +108,9 @@ def _bar_observed_expected(plt, path, test, title, xlabel, top=None, labels=None
   ax.set_xticklabels([names[i] for i in idx], rotation=90 if len(idx) > 12 else 0, fontsize=7)
   ax.set_title(f"{title}  (chi-square p = {_fmt_p(test.p_value)})", fontsize=10)
   ax.set_xlabel(xlabel)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  ax.set_ylabel("picks")
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
 
 
@@ -157,14 +157,20 @@ def write_report(table, eda, out: pathlib.Path, source: str) -> Report:
   lim = max(3.0, float(np.abs(z).max()))
   im = ax.imshow(z, cmap="RdBu_r", vmin=-lim, vmax=lim)
   ax.set_title("pair residuals (O-E)/sqrt(E)", fontsize=10)
-  ax.set_xticks([])
-  ax.set_yticks([])
-  fig.colorbar(im, ax=ax)
+  step = max(1, len(show) // 30)
+  ticks = np.arange(0, len(show), step)
+  ax.set_xticks(ticks)
+  ax.set_xticklabels([str(tick[i]) for i in show[ticks]], rotation=90, fontsize=6)
+  ax.set_yticks(ticks)
+  ax.set_yticklabels([str(tick[i]) for i in show[ticks]], fontsize=6)
+  ax.set_xlabel("item")
+  ax.set_ylabel("item")
+  fig.colorbar(im, ax=ax, label="standardised residual")
   fig.tight_layout()
   fig.savefig(out / "cooccurrence.png", dpi=110)
   plt.close(fig)
-  r.image("cooccurrence.png", "standardised pair residuals (items in catalog order; 60 most "
-          "frequent when more)")
+  r.image("cooccurrence.png", "standardised pair residuals, items labelled on the axes "
+          "(the 60 most picked, most picked first, when there are more; else catalog order)")
 
   r.heading("Buckets and clusters")
   b = eda.buckets
@@ -196,6 +202,8 @@ def write_report(table, eda, out: pathlib.Path, source: str) -> Report:
       ax.set_xticks(x[::step])
       ax.set_xticklabels(list(test.bins)[::step], fontsize=7)
       ax.set_title(f"{test.name}\np = {_fmt_p(test.p_value)}", fontsize=9)
+      ax.set_xlabel("value per draw")
+      ax.set_ylabel("draws")
       rows.append((test.name, ", ".join(f"{o:.0f}" for o in test.observed),
                    ", ".join(f"{e:.1f}" for e in test.expected), f"{test.statistic:.2f}", test.dof,
                    _fmt_p(test.p_value)))
@@ -205,6 +213,8 @@ def write_report(table, eda, out: pathlib.Path, source: str) -> Report:
     ax.hist(s.null_sample, bins=bins, density=True, alpha=0.5, color="#dd8452", label="uniform")
     ax.hist(s.sums, bins=bins, density=True, alpha=0.6, color="#4c72b0", label="observed")
     ax.set_title(f"sum of picks\nmean p = {_fmt_p(s.p_mean)}, KS p = {_fmt_p(s.p_ks)}", fontsize=9)
+    ax.set_xlabel("sum of the labels picked")
+    ax.set_ylabel("density")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "patterns.png", dpi=110)

@@ -301,3 +301,15 @@ def _plain_table(tmp_path):
   path = tmp_path / "plain.parquet"
   luce.data.write(synthetic_pl(n_items=8, k=3, n_events=110, seed=5).table, path)
   return path
+
+
+def test_hit_distribution_keeps_expected_hits():
+  """A constant scorer's expected hits (k²/n each event) are not rounded to 0: the
+  bars put 0.362 of the mass at 1 hit and keep the mean."""
+  from luce.eval._report import hit_distribution
+  freq = hit_distribution(np.full(10, 0.362), 5)
+  np.testing.assert_allclose(freq, [0.638, 0.362, 0, 0, 0, 0])
+  hits = np.array([0, 1, 1, 2.5, 3])
+  freq = hit_distribution(hits, 3)
+  np.testing.assert_allclose(freq, [0.2, 0.4, 0.1, 0.3])
+  assert (freq * np.arange(4)).sum() == pytest.approx(hits.mean())

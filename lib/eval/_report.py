@@ -246,6 +246,25 @@ def _html(blocks, title: str) -> str:
   return "\n".join(out)
 
 
+def hit_distribution(hits, top: int) -> np.ndarray:
+  """float64[top + 1]: the fraction of events with each hit count, an event's
+  fractional (expected) hits split between the two nearest counts in proportion,
+  so the distribution's mean is the mean of `hits` (rounding would move a
+  constant scorer's k²/n to 0 or 1)."""
+  h = np.clip(np.asarray(hits, np.float64), 0, top)
+  low = np.floor(h).astype(int)
+  up = np.minimum(low + 1, top)
+  frac = h - low
+  out = np.bincount(low, weights=1 - frac, minlength=top + 1)[:top + 1]
+  out += np.bincount(up, weights=frac, minlength=top + 1)[:top + 1]
+  return out / max(len(h), 1)
+
+
+def _legend_outside(ax) -> None:
+  """The legend right of the axes, off the data."""
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
 def _plots(result: dict, times, folder: pathlib.Path) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -261,11 +280,11 @@ def _plots(result: dict, times, folder: pathlib.Path) -> None:
     smooth = np.convolve(values["nll"], kernel, mode="valid")
     ax.plot(x[window - 1:], smooth, label=name, lw=2.0 if name == "model" else 1.0)
   ax.set_title(f"NLL per event (rolling mean over {window} events; lower is better)")
+  ax.set_xlabel("event time")
   ax.set_ylabel("nats per event")
-  ax.legend()
+  _legend_outside(ax)
   fig.autofmt_xdate()
-  fig.tight_layout()
-  fig.savefig(folder / "nll_over_time.png", dpi=110)
+  fig.savefig(folder / "nll_over_time.png", dpi=110, bbox_inches="tight")
   plt.close(fig)
 
   if result.get("importance"):
@@ -283,19 +302,30 @@ def _plots(result: dict, times, folder: pathlib.Path) -> None:
     fig.savefig(folder / "importance.png", dpi=110)
     plt.close(fig)
 
-  fig, ax = plt.subplots(figsize=(5, 5))
-  ax.plot([0, 1], [0, 1], "k:", lw=1)
+  fig, ax = plt.subplots(figsize=(5.5, 5))
+  shown = []
   for name, c in result["calibration"].items():
     count = np.asarray(c["count"])
     keep = count >= 10  # a bin of a handful of entries is noise
-    ax.plot(np.asarray(c["mean_predicted"])[keep], np.asarray(c["observed"])[keep], "o-", ms=3,
-            label=f"{name} (ECE {c['ece']:.3f})")
+    xs, ys = np.asarray(c["mean_predicted"])[keep], np.asarray(c["observed"])[keep]
+    shown += [xs, ys]
+    ax.plot(xs, ys, "o-", ms=3, label=f"{name} (ECE {c['ece']:.3f})")
+  # Zoom to the points (every probability may sit in a narrow band), same range on both
+  # axes so the diagonal of perfect calibration stays the diagonal.
+  values = np.concatenate(shown) if shown else np.array([0.0, 1.0])
+  values = values[np.isfinite(values)] if np.isfinite(values).any() else np.array([0.0, 1.0])
+  lo, hi = float(values.min()), float(values.max())
+  pad = max(0.05 * (hi - lo), 1e-3)
+  lo, hi = max(0.0, lo - pad), min(1.0, hi + pad)
+  ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="perfect calibration")
+  ax.set_xlim(lo, hi)
+  ax.set_ylim(lo, hi)
+  ax.set_aspect("equal")
   ax.set_xlabel(f"predicted P(in top {result['k']})")
   ax.set_ylabel("observed frequency")
   ax.set_title("Reliability (bins with 10+ item-events)")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(folder / "calibration.png", dpi=110)
+  _legend_outside(ax)
+  fig.savefig(folder / "calibration.png", dpi=110, bbox_inches="tight")
   plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -303,15 +333,17 @@ def _plots(result: dict, times, folder: pathlib.Path) -> None:
   top = int(result["k"])
   width = 0.8 / len(names)
   for j, name in enumerate(names):
-    h = np.rint(per_event[name]["hits"]).astype(int)
-    freq = np.bincount(h, minlength=top + 1)[:top + 1] / len(h)
-    ax.bar(np.arange(top + 1) + (j - (len(names) - 1) / 2) * width, freq, width, label=name)
+    h = np.asarray(per_event[name]["hits"], np.float64)
+    freq = hit_distribution(h, top)
+    ax.bar(np.arange(top + 1) + (j - (len(names) - 1) / 2) * width, freq, width,
+           label=f"{name} (mean {h.mean():.3f})")
+  ax.set_xticks(np.arange(top + 1))
   ax.set_xlabel(f"hits: |predicted top {top} ∩ observed top {top}|")
   ax.set_ylabel("fraction of events")
-  ax.set_title("Hit distribution")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(folder / "hits.png", dpi=110)
+  ax.set_title("Hit distribution (an event's expected hits under ties split between\n"
+               "the two nearest counts, so each bar set keeps its mean)", fontsize=9)
+  _legend_outside(ax)
+  fig.savefig(folder / "hits.png", dpi=110, bbox_inches="tight")
   plt.close(fig)
 
   if "portfolio" in result["_series"]:
@@ -320,11 +352,11 @@ def _plots(result: dict, times, folder: pathlib.Path) -> None:
       ax.plot(x, np.cumprod(1.0 + r), label=name.replace("_", " "))
     ax.set_yscale("log")
     ax.set_title(f"Cumulative returns after {result['portfolio']['cost_bps']:g} bps costs")
+    ax.set_xlabel("day")
     ax.set_ylabel("wealth (log scale)")
-    ax.legend()
+    _legend_outside(ax)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(folder / "cumulative_returns.png", dpi=110)
+    fig.savefig(folder / "cumulative_returns.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
