@@ -340,12 +340,24 @@ def calibration_of(scores, items, available, *, kind: str, k: int, key=None, sam
                    bins: int = 10, probs=None) -> dict:
   """Calibration (see `calibration`) of the PL top-k inclusion probabilities of
   `scores` against the observed top-k (the set, for sets), as numpy/floats.
-  `probs` (float[m, n]) replaces the PL Monte Carlo by a model's own inclusion
-  probabilities (e.g. counted over a diffusion model's samples)."""
+
+  For sets the probabilities are of inclusion in a set of the event's own
+  size, whatever `k` is (a set of 6 is compared with PL draws of 6, not of
+  `k`); for rankings `k` is the top-k compared. `probs` (float[m, n]) replaces
+  the PL Monte Carlo by a model's own inclusion probabilities (e.g. counted
+  over a diffusion model's samples)."""
   _check_kind(kind)
   s, i, a = _as_events(scores, items, available)
   key = jax.random.key(0) if key is None else key
-  if probs is None:
+  if probs is None and kind == "set":
+    sizes = np.asarray(jnp.sum(i >= 0, axis=1))
+    parts = np.zeros(s.shape, np.float32)
+    for size in np.unique(sizes[sizes > 0]):
+      rows = np.flatnonzero(sizes == size)
+      parts[rows] = np.asarray(inclusion_probabilities(jax.random.fold_in(key, int(size)), s[rows],
+                                                       a[rows], k=int(size), samples=samples))
+    probs = jnp.asarray(parts)
+  elif probs is None:
     probs = inclusion_probabilities(key, s, a, k=k, samples=samples)
   else:
     probs = jnp.asarray(probs, jnp.float32)

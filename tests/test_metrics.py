@@ -456,3 +456,19 @@ def test_event_nll_and_pl_loss(rng):
     losses.event_nll(scores, items, avail, kind="pairs")
   with pytest.raises(ConfigError, match="'pairs'"):
     losses.pl_loss("pairs")
+
+
+def test_set_calibration_uses_each_events_own_size():
+  """Sets of 3 (and one of 2) of 10 items with eval k = 5: uniform scores predict 3/10
+  (2/10), the sets' own sizes, so a uniform scorer is calibrated (before: 5/10 for all)."""
+  rng = np.random.default_rng(0)
+  m, n = 400, 10
+  items = np.stack([rng.choice(n, 3, replace=False) for _ in range(m)])
+  items[0, 2] = -1
+  out = metrics.calibration_of(np.zeros((m, n)), items, np.ones((m, n), bool), kind="set", k=5,
+                               samples=512)
+  count = np.asarray(out["count"], np.float64)
+  predicted = np.asarray(out["mean_predicted"])
+  mean = float((np.nan_to_num(predicted) * count).sum() / count.sum())
+  assert abs(mean - (399 * 0.3 + 0.2) / 400) < 0.005, mean
+  assert out["ece"] < 0.03
