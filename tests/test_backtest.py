@@ -313,3 +313,14 @@ def test_hit_distribution_keeps_expected_hits():
   freq = hit_distribution(hits, 3)
   np.testing.assert_allclose(freq, [0.2, 0.4, 0.1, 0.3])
   assert (freq * np.arange(4)).sum() == pytest.approx(hits.mean())
+
+
+def test_every_phase_reports_progress(table_path, tmp_path, capsys):
+  """The baseline refits are not a silent phase: one line per baseline with its time."""
+  _, path = table_path
+  said = []
+  le.walk_forward(_config(f"events:{path}"), tmp_path, progress=True, say=said.append)
+  lines = [s for s in said if s.startswith("baseline ")]
+  names = TINY.get("baselines", {}).get("names") or luce.train.base_config().baselines.names
+  assert [line.split(":")[0] for line in lines] == [f"baseline {name}" for name in names], said
+  assert all(line.rstrip().endswith("s") for line in lines)

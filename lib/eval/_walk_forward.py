@@ -277,7 +277,8 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   seconds["compile"] = trainer.compile_seconds or 0.0
 
   t_base = time.perf_counter()
-  all_scores = {"model": scores, **_baselines(config, prepared, folds, start)}
+  all_scores = {"model": scores, **_baselines(config, prepared, folds, start,
+                                              progress=progress and is_main, say=say)}
   seconds["baselines"] = time.perf_counter() - t_base
   times = prepared.table.times()[start:]
   return WalkForward(config, prepared, start, folds, all_scores, arrays["items"][start:],
@@ -286,22 +287,37 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
                      importance=dict(zip(groups, importance)))
 
 
-def _baselines(config, prepared, folds, start) -> dict[str, np.ndarray]:
-  """name -> float32[m - start, n]: each baseline refit on each fold's window."""
+def _baselines(config, prepared, folds, start, *, progress: bool = False,
+               say=print) -> dict[str, np.ndarray]:
+  """name -> float32[m - start, n]: each baseline refit on each fold's window.
+
+  A progress bar over (baseline, fold) refits, and one line per baseline with
+  its time, so the phase is never silent."""
   arrays = prepared.arrays["all"]
   items, available = arrays["items"], arrays["available"]
   covariates, names = numeric_covariates(prepared.table)
   opts = dict(half_life=config.baselines.recency_half_life, prior=config.baselines.static_prior,
               covariate_names=names)
+  refits = sum(1 if name in ONLINE_BASELINES else len(folds) for name in config.baselines.names)
+  bar = tqdm(total=refits, unit="fit", desc="baselines", dynamic_ncols=True, leave=False,
+             disable=not progress)
   out = {}
   for name in config.baselines.names:
+    t0 = time.perf_counter()
+    bar.set_postfix(baseline=name)
     if name in ONLINE_BASELINES:  # no refit: uniform, or updated online over events < t
       out[name] = baseline_scores(name, items, available, start, prepared.kind,
                                   covariates=covariates, **opts)[start:]
-      continue
-    parts = []
-    for lo, s, e in folds:
-      parts.append(baseline_scores(name, items[lo:e], available[lo:e], s - lo, prepared.kind,
-                                   covariates=covariates[lo:e], **opts)[s - lo:])
-    out[name] = np.concatenate(parts)
+      bar.update(1)
+    else:
+      parts = []
+      for lo, s, e in folds:
+        parts.append(baseline_scores(name, items[lo:e], available[lo:e], s - lo, prepared.kind,
+                                     covariates=covariates[lo:e], **opts)[s - lo:])
+        bar.update(1)
+      out[name] = np.concatenate(parts)
+    if progress:
+      say(f"baseline {name}: {'online' if name in ONLINE_BASELINES else f'{len(folds)} refits'} "
+          f"in {time.perf_counter() - t0:.1f}s")
+  bar.close()
   return out
