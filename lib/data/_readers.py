@@ -80,6 +80,17 @@ def read_rows(path: pathlib.Path, opts: dict, *, default_kind: str) -> Loaded:
 
   # Time column.
   time_col = opts.get("time") or opts.get("date")
+  time_parts: list[str] = []
+  if time_col is not None and "+" in time_col and time_col not in columns:
+    # ?time=Year+Week (or Year+Month, Year+Month+Day): a date built from several columns.
+    time_parts = [c.strip() for c in time_col.split("+")]
+    missing = [c for c in time_parts if c not in columns]
+    if missing:
+      raise DataError(f"{name}: time={time_col!r} names {', '.join(map(repr, missing))}, which are "
+                      f"not columns; the columns are {', '.join(map(repr, columns))}.")
+    frame = frame.copy()
+    frame[time_col] = _combined_dates(frame, time_parts, name, ct.line_numbers(frame))
+    columns = list(frame.columns)
   if time_col is not None and time_col not in columns:
     raise DataError(f"{name}: time column {time_col!r} is not a column; the columns are "
                     f"{', '.join(map(repr, columns))}.")
@@ -91,7 +102,7 @@ def read_rows(path: pathlib.Path, opts: dict, *, default_kind: str) -> Loaded:
                     f"(dates) or ?time=COLUMN (integer steps).")
 
   # Pick columns.
-  rest = [c for c in columns if c != time_col]
+  rest = [c for c in columns if c != time_col and c not in time_parts]
   packed_re = re.compile(r"^\s*\d+(\s*[^\d\s]\s*\d+|\s+\d+)+\s*$")
   if "columns" in opts:
     pick_cols = ct.column_spec(opts["columns"], columns, name, "columns")
@@ -182,7 +193,7 @@ def read_rows(path: pathlib.Path, opts: dict, *, default_kind: str) -> Loaded:
     metadata["order"] = note
 
   # The other columns are kept as context: bonus balls as integers, the rest as text.
-  used = {time_col, *pick_cols}
+  used = {time_col, *time_parts, *pick_cols}
   if "series" in opts:
     used.add(ct.column_spec(opts["series"], columns, name, "series")[0])
   bonus = ct.column_spec(opts["bonus"], columns, name, "bonus") if "bonus" in opts else None
@@ -266,6 +277,40 @@ def _check_label_range(name, labels, ok, offsets, event_of, lines, value_columns
       metadata["range_changed"] = (f"labels {start}..{top} first appear on line {int(lines[e])} "
                                    f"(none in the first quarter of the file): the game's range "
                                    f"may have changed; pass ?n= to fix it")
+
+
+def _combined_dates(frame, parts: list[str], name: str, lines) -> list:
+  """ISO dates from (year, week) columns (week w is day 7 (w - 1) of the year, so weeks
+  1..53 order and never collide), (year, month) (the 1st) or (year, month, day)."""
+  import datetime
+  kinds = [c.lower() for c in parts]
+  if len(parts) == 2 and "week" in kinds[1]:
+    shape = "week"
+  elif len(parts) in (2, 3) and "month" in kinds[1] or len(parts) == 3:
+    shape = "date"
+  else:
+    raise DataError(f"{name}: time={'+'.join(parts)}: give Year+Week, Year+Month or "
+                    f"Year+Month+Day columns (the second column's name says week or month).")
+  out = []
+  for i in range(len(frame)):
+    cells = [frame[c].iloc[i] for c in parts]
+    if any(v is None for v in cells):
+      out.append(None)
+      continue
+    try:
+      values = [int(str(v).strip()) for v in cells]
+      if shape == "week":
+        year, week = values
+        if not 1 <= week <= 53:
+          raise ValueError(f"week {week} is not in 1..53")
+        day = datetime.date(year, 1, 1) + datetime.timedelta(days=7 * (week - 1))
+      else:
+        day = datetime.date(values[0], values[1], values[2] if len(values) == 3 else 1)
+    except (ValueError, OverflowError) as e:
+      raise DataError(f"{name}, line {int(lines[i])}, columns {'+'.join(parts)}: {cells} is not a "
+                      f"{'year and week' if shape == 'week' else 'date'} ({e}).") from None
+    out.append(day.isoformat())
+  return out
 
 
 def _report_bad_pick(name: str, col: str, cells, lines, sep: str) -> None:

@@ -122,3 +122,19 @@ def test_the_count_of_more_problems_is_right(tmp_path):
   with pytest.raises(DataError, match=r"row 3, .* \[and 1 more problems;") as info:
     luce.data.read(f"draws:{path}")
   assert [p.row for p in info.value.problems] == [3, 5]
+
+
+def test_time_from_year_and_week_columns(tmp_path):
+  path = _write(tmp_path, "yw.csv", "Year,Week,Numbers\n2020,1,1|2|3\n2020,2,4|5|6\n2020,53,1|3|5\n"
+                                    "2021,1,2|4|6\n")
+  table = luce.data.read(f"draws:{path}?time=Year+Week")
+  assert [str(t)[:10] for t in table.times()] == ["2020-01-01", "2020-01-08", "2020-12-30",
+                                                  "2021-01-01"]
+  assert not any(c.startswith("ctx_") for c in table.events.column_names)   # Year, Week used
+  ymd = _write(tmp_path, "ymd.csv", "Year,Month,Day,Numbers\n2020,2,29,1|2|3\n2020,3,1,4|5|6\n")
+  assert str(luce.data.read(f"draws:{ymd}?time=Year+Month+Day").times()[0])[:10] == "2020-02-29"
+  bad = _write(tmp_path, "bad.csv", "Year,Week,Numbers\n2020,1,1|2|3\n2020,54,4|5|6\n")
+  with pytest.raises(DataError, match=r"bad.csv, line 3, columns Year\+Week: .* week 54 is not"):
+    luce.data.read(f"draws:{bad}?time=Year+Week")
+  with pytest.raises(DataError, match="'Wk', which are not columns"):
+    luce.data.read(f"draws:{bad}?time=Year+Wk")
