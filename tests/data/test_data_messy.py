@@ -134,7 +134,7 @@ def test_time_from_year_and_week_columns(tmp_path):
   ymd = _write(tmp_path, "ymd.csv", "Year,Month,Day,Numbers\n2020,2,29,1|2|3\n2020,3,1,4|5|6\n")
   assert str(luce.data.read(f"draws:{ymd}?time=Year+Month+Day").times()[0])[:10] == "2020-02-29"
   bad = _write(tmp_path, "bad.csv", "Year,Week,Numbers\n2020,1,1|2|3\n2020,54,4|5|6\n")
-  with pytest.raises(DataError, match=r"bad.csv, line 3, columns Year\+Week: .* week 54 is not"):
+  with pytest.raises(DataError, match=r"bad.csv, line 3, columns Year\+Week: .*\(week 54 is not"):
     luce.data.read(f"draws:{bad}?time=Year+Week")
   with pytest.raises(DataError, match="'Wk', which are not columns"):
     luce.data.read(f"draws:{bad}?time=Year+Wk")
