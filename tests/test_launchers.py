@@ -69,6 +69,11 @@ def test_train_eval_predict_on_tiny_synthetic(tmp_path, kind, family):
   assert meta["luce.version"] == luce.__version__ and meta["luce.checkpoint"].endswith("(step 5)")
   assert len(meta["luce.data_hash"]) >= 16
   assert json.loads(meta["luce.config"])["model"]["family"] == family
+  # No samples and no draws: the message names --draws (the flag that must be >= 1).
+  code, output = launch("predict", f"--workdir={workdir}", "--samples=0", "--draws=0",
+                        f"--out={tmp_path / 'none.parquet'}", check=False)
+  assert code == 2 and "--draws=0 must be >= 1" in output and "--samples" not in output.split(
+      "luce-predict: ")[-1], output[-2000:]
 
 
 def test_config_typo_is_refused_with_a_suggestion(tmp_path):
