@@ -104,7 +104,7 @@ def _parse_flags(argv):
     rest = flags.FLAGS(argv)
     # ml_collections defers a config file's load error to the first use of the
     # config: touch each config value here so it surfaces as a flag error.
-    for name in (n for n in flags.FLAGS if n in ("config",) or n.endswith("_config")):
+    for name in (n for n in flags.FLAGS if n == "config" or n.endswith("_config")):
       getattr(flags.FLAGS[name].value, "items", None)
     return rest
   except flags.Error as err:
@@ -149,10 +149,8 @@ def launch(main, module_name: str) -> None:
   def guarded(argv):
     try:
       return main(argv)
-    except app.UsageError:
-      raise
     except Exception as err:
-      if not _is_user_error(err):
+      if not _is_user_error(err):  # bugs and app.UsageError keep absl's handling
         raise
       _fail(type(err).__name__, _describe(err), err)
 

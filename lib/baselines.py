@@ -13,7 +13,7 @@ validation and test events are what the evaluation reads):
 - `recency`: the same counts with exponential forgetting (half-life in
   events), updated online with every event before t (no look-ahead).
 - `static`: the PL maximum-likelihood fit on the training events
-  (`luce.fit_pl` for rankings; gradient ascent on the set likelihood for sets).
+  (`luce.fit_pl` for rankings; L-BFGS on the exact set likelihood for sets).
 - `conditional_logit`: `luce.fit_cl` on the training events: item effects
   plus one slope per numeric covariate, s_ti = θ_i + x_ti · β (rankings
   only).
@@ -31,6 +31,7 @@ training events only, so nothing of a predicted event enters its own scores.
 
 from __future__ import annotations
 
+import functools
 import numpy as np
 
 from luce.errors import ConfigError, InputError, ShapeError
@@ -135,9 +136,8 @@ def _fit_set(items, available, prior, max_iter: int = 100, tol: float = 1e-6) ->
   return theta - theta.mean()
 
 
+@functools.cache
 def _make_fit_set_jit():
-  import functools
-
   import jax
   import jax.numpy as jnp
   import optax
@@ -170,14 +170,10 @@ def _make_fit_set_jit():
   return fit
 
 
-_FIT_SET_JIT = []  # built on first use: importing luce.baselines loads no JAX
-
-
 def _fit_set_jit(*args):
-  """The jitted L-BFGS fit, made once per process (one compile per window shape)."""
-  if not _FIT_SET_JIT:
-    _FIT_SET_JIT.append(_make_fit_set_jit())
-  return _FIT_SET_JIT[0](*args)
+  """The jitted L-BFGS fit, made once per process (one compile per window shape);
+  built on first use, so importing luce.baselines loads no JAX."""
+  return _make_fit_set_jit()(*args)
 
 
 def standardised_covariates(covariates: np.ndarray, available: np.ndarray, n_train: int,

@@ -71,6 +71,22 @@ def max_available(arrays: dict) -> int:
   return max(int(available.sum(axis=1).max(initial=0)), 1)
 
 
+def entrant_slots(available, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """(entrants int32[B, width], real bool[B, width]) of the events `rows`: each
+  event's available ids first, in catalog order (a stable sort of the mask),
+  then unavailable ids as padding; ShapeError when an event has more than `width`."""
+  available = np.asarray(available[rows], bool)                      # [B, n]
+  count = available.sum(axis=1)
+  if len(rows) and count.max() > width:
+    first = int(np.argmax(count > width))
+    raise ShapeError(f"event row {int(rows[first])} has {int(count[first])} available items, more than the "
+                     f"entrant block's width {width}: build the family from arrays holding it "
+                     f"(width = luce.models.max_available(arrays)).")
+  width = min(width, available.shape[1])
+  order = np.argsort(~available, axis=1, kind="stable")[:, :width].astype(np.int32)
+  return order, np.arange(width)[None, :] < count[:, None]
+
+
 def gather_entrants(arrays: dict, rows: np.ndarray, width: int) -> dict:
   """The events `rows` with each event's available items gathered into `width` slots.
 
@@ -85,18 +101,9 @@ def gather_entrants(arrays: dict, rows: np.ndarray, width: int) -> dict:
   not available is a DataError naming the event row.
   """
   rows = np.asarray(rows)
-  available = np.asarray(arrays["available"][rows], bool)             # [B, n]
-  b, n = available.shape
-  count = available.sum(axis=1)
-  if b and count.max() > width:
-    first = int(np.argmax(count > width))
-    raise ShapeError(f"event row {int(rows[first])} has {int(count[first])} available items, more than the "
-                     f"entrant block's width {width}: build the family from arrays holding it "
-                     f"(width = luce.models.max_available(arrays)).")
-  width = min(width, n)
-  # Available ids first, each group in catalog order (a stable sort of the mask).
-  order = np.argsort(~available, axis=1, kind="stable")[:, :width].astype(np.int32)
-  real = np.arange(width)[None, :] < count[:, None]
+  order, real = entrant_slots(arrays["available"], rows, width)
+  b, n = len(rows), np.shape(arrays["available"])[1]
+  width = order.shape[1]
   position = np.full((b, n), -1, np.int32)
   np.put_along_axis(position, order, np.where(real, np.arange(width, dtype=np.int32)[None], -1), 1)
   items = np.asarray(arrays["items"][rows])
@@ -177,15 +184,8 @@ class PLFamily:
     s = self._slot_scores(params, arrays, batch_size)
     if self.width is None:
       return s
-    order = self._order(arrays)
-    return scatter_entrants(s, order["entrants"], order["available"], self.n_items)
-
-  def _order(self, arrays) -> dict:
-    """entrants and real-slot mask of every event of `arrays` (no features read)."""
-    bare = {"available": arrays["available"], "items": arrays["items"],
-            "item_features": np.zeros((len(arrays["items"]), self.n_items, 0), np.float32),
-            "weights": arrays["weights"], "event_features": arrays["event_features"]}
-    return gather_entrants(bare, np.arange(len(arrays["items"])), self.width)
+    entrants, real = entrant_slots(arrays["available"], np.arange(len(s)), self.width)
+    return scatter_entrants(s, entrants, real, self.n_items)
 
   def nll(self, params, arrays, batch_size: int = 1024) -> np.ndarray:
     def one(chunk, i):
@@ -203,8 +203,8 @@ class PLFamily:
     if self.width is None:
       forbidden = ~np.asarray(arrays["available"])
     else:
-      order = self._order(arrays)
-      forbidden = ~order["available"]
+      entrants, real = entrant_slots(arrays["available"], np.arange(m), self.width)
+      forbidden = ~real
     per_chunk = max(1, min(m, (1 << 22) // max(samples * width, 1)))
     work = {"items": arrays["items"], "scores": scores, "forbidden": forbidden}
 
@@ -213,7 +213,7 @@ class PLFamily:
     drawn = chunked(one, work, per_chunk, keys=("items", "scores", "forbidden"), dtype=np.int32)
     if self.width is None:
       return drawn
-    ids = np.take_along_axis(order["entrants"], drawn.reshape(m, -1).clip(min=0), 1)
+    ids = np.take_along_axis(entrants, drawn.reshape(m, -1).clip(min=0), 1)
     return np.where(drawn >= 0, ids.reshape(drawn.shape), -1).astype(np.int32)
 
   def inclusion(self, params, arrays, key, draws: int, k: int, batch_size: int = 1024) -> np.ndarray:

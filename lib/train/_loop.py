@@ -136,7 +136,8 @@ class Checkpoints:
     (fields in `ignore` and `REPORT_ONLY` may differ)."""
     meta = self.meta(manager, step)
     where = f"{manager.directory}/{step}"
-    saved_source = json.loads(meta["config"]).get("data.source")
+    saved = json.loads(meta["config"])
+    saved_source = saved.get("data.source")
     if saved_source is not None and saved_source != config.data.source:
       raise ConfigError(f"checkpoint {where} was trained on data.source={saved_source!r}, but this "
                         f"config reads data.source={config.data.source!r}: the source changed. Set "
@@ -145,7 +146,7 @@ class Checkpoints:
       raise ConfigError(f"checkpoint {where} was trained on data with hash {meta['data_hash'][:16]}..., "
                         f"but {config.data.source!r} now hashes to {data_hash[:16]}...: the data "
                         f"changed. Use a new --workdir to train on it.")
-    changes = incompatible_changes(json.loads(meta["config"]), flatten(config), ignore=ignore)
+    changes = incompatible_changes(saved, flatten(config), ignore=ignore)
     if changes:
       raise ConfigError(f"checkpoint {where} was written with another config; these fields "
                         f"differ: {'; '.join(changes)}. Resume with the same config or use a new "
