@@ -14,13 +14,21 @@
   OSError of the user's files (a folder that cannot be created or written, a
   full disk). `--traceback` prints the full traceback as well. Anything else
   is a bug and keeps its traceback.
+- The same user errors raised in background threads (orbax's async checkpoint
+  save on a full disk, tensorstore's writers), logged with their traceback,
+  or raised in an atexit callback (TensorBoard's writer flushing to a full
+  disk) are not printed: the run still fails with the one line, naming the
+  first such error even when the main thread saw none.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
 import sys
+import threading
 import traceback
 
 from absl import app, flags
@@ -31,7 +39,9 @@ flags.DEFINE_boolean("traceback", False,
 # OSErrors of the user's files and folders (not bugs): permissions, missing paths,
 # full or read-only disks, quotas.
 USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC,
-               errno.EROFS, errno.EDQUOT, errno.EEXIST, errno.ENAMETOOLONG}
+               errno.EROFS, errno.EDQUOT, errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG}
+# tensorstore reports an OS error as a ValueError whose text carries the errno.
+_TENSORSTORE_ERRNO = re.compile(r"os_error_code='?(\d+)")
 EXIT_USER_ERROR = 2
 
 
@@ -49,6 +59,8 @@ def script_name(module) -> str:
   """luce-NAME of a launcher module (luce.launchers.evaluate is luce-eval)."""
   spec = getattr(module, "__spec__", None)
   short = (spec.name if spec is not None else module.__name__).rsplit(".", 1)[-1]
+  if short == "__main__":  # a launcher run as a script file
+    return os.path.splitext(os.path.basename(sys.argv[0]))[0] or "luce"
   return {"evaluate": "luce-eval"}.get(short, f"luce-{short}")
 
 
@@ -59,33 +71,164 @@ def one_line(text: str) -> str:
   return flat[1:-1] if len(flat) > 1 and flat[0] == flat[-1] and flat[0] in "'\"" else flat
 
 
-def _is_user_error(err: BaseException) -> bool:
+def _errno(err: BaseException) -> int | None:
+  """The errno of an OSError, or of an OS error tensorstore wrapped in a ValueError."""
+  if isinstance(err, OSError):
+    return err.errno
+  if isinstance(err, ValueError):
+    found = _TENSORSTORE_ERRNO.search(str(err))
+    return int(found.group(1)) if found else None
+  return None
+
+
+def _is_user_error(err: BaseException | None) -> bool:
   from luce.errors import LuceError
+  if err is None:
+    return False
   if isinstance(err, LuceError):
     return True
-  return isinstance(err, OSError) and err.errno in USER_ERRNOS
+  return _errno(err) in USER_ERRNOS
+
+
+def _background_user_error(err: BaseException | None) -> bool:
+  """A user error, or an exception raised while handling one (orbax re-raises
+  a failed commit as a new error from its except block)."""
+  seen = 0
+  while err is not None and seen < 8:
+    if _is_user_error(err):
+      return True
+    err, seen = err.__cause__ or err.__context__, seen + 1
+  return False
 
 
 def _describe(err: BaseException) -> str:
   from luce.errors import LuceError
-  if isinstance(err, LuceError) or not isinstance(err, OSError) or err.errno is None:
+  code = _errno(err)
+  if isinstance(err, LuceError) or code is None:
     return one_line(str(err))
-  where = f" {err.filename}" if err.filename else ""
+  where = f" {err.filename}" if isinstance(err, OSError) and err.filename else ""
   fix = {errno.ENOSPC: " (the disk is full: free space or pass another --workdir)",
          errno.EDQUOT: " (disk quota exceeded: free space or pass another --workdir)",
          errno.EROFS: " (a read-only file system: pass a writable --workdir)",
          errno.EACCES: " (no permission: pass a folder you can write, e.g. under /tmp)",
-         errno.EPERM: " (no permission: pass a folder you can write, e.g. under /tmp)"}
-  return f"{os.strerror(err.errno)}:{where}{fix.get(err.errno, '')}"
+         errno.EPERM: " (no permission: pass a folder you can write, e.g. under /tmp)",
+         errno.EFBIG: " (a file outgrew the size limit: raise `ulimit -f` or pass another --workdir)"}
+  return f"{os.strerror(code)}{':' + where if where else ''}{fix.get(code, '')}"
+
+
+def _kind(err: BaseException) -> str:
+  """The error's type, OSError for an OS error tensorstore wrapped in a ValueError."""
+  from luce.errors import LuceError
+  return "OSError" if not isinstance(err, (LuceError, OSError)) and _errno(err) else type(err).__name__
+
+
+def _show_traceback() -> bool:
+  return (flags.FLAGS.traceback if flags.FLAGS.is_parsed() else
+          any(a in ("--traceback", "--traceback=true") for a in sys.argv[1:]))
+
+
+# User errors raised where the main thread may never see them (first one first).
+_BACKGROUND: list[BaseException] = []
+# Set once the one-line error is printed: what threads and atexit callbacks
+# raise after it (a writer thread finding its file closed) is its consequence.
+_FAILED: list[bool] = []
+_RUNNING: list[bool] = []   # set while the launcher's main runs
+_HELD: list[tuple] = []     # background errors held back meanwhile (_print_held)
+
+
+class _QuietUserErrors(logging.Filter):
+  """Drops log records that carry a user error's traceback (orbax logs its
+  failed background commit with the traceback before re-raising it)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    err = record.exc_info[1] if record.exc_info else None
+    if _background_user_error(err) and not _show_traceback():
+      _BACKGROUND.append(err)
+      return False
+    return True
+
+
+def _quiet_background_errors() -> None:
+  """Route user errors from threads, log records and atexit callbacks to
+  `_BACKGROUND` instead of printing their tracebacks (module docstring)."""
+  thread_hook, unraisable_hook, except_hook = threading.excepthook, sys.unraisablehook, sys.excepthook
+
+  def on_thread_error(args):
+    if _FAILED and not _show_traceback():
+      return
+    if _background_user_error(args.exc_value) and not _show_traceback():
+      _BACKGROUND.append(args.exc_value)
+      return
+    thread_hook(args)
+
+  def on_unraisable(args):
+    if _FAILED and not _show_traceback():
+      return
+    if _background_user_error(args.exc_value) and not _show_traceback():
+      _BACKGROUND.append(args.exc_value)
+      return
+    unraisable_hook(args)
+
+  def on_printed_error(kind, value, tb):
+    if _show_traceback() or not _RUNNING:
+      except_hook(kind, value, tb)
+    elif not _FAILED:
+      _HELD.append((kind, value, tb))
+
+  threading.excepthook, sys.unraisablehook = on_thread_error, on_unraisable
+  sys.excepthook = on_printed_error
+  _hold_closed_loop_callbacks()
+  quiet = _QuietUserErrors()
+  from absl import logging as absl_logging
+  for handler in {absl_logging.get_absl_handler(), *logging.getLogger().handlers}:
+    handler.addFilter(quiet)
+
+
+def _hold_closed_loop_callbacks() -> None:
+  """After a failed background write, tensorstore's C++ callbacks schedule
+  work on the closed event loop of the save that failed, and print each
+  RuntimeError('Event loop is closed') themselves, sometimes before orbax
+  reports the write's error. While a launcher runs, such a call is held back
+  (the loop would never run it): dropped if a user error explains it, printed
+  at the end if not."""
+  import asyncio.base_events as base_events
+  original = base_events.BaseEventLoop.call_soon_threadsafe
+  if getattr(original, "_luce_holds", False):
+    return
+
+  def call_soon_threadsafe(loop, callback, *args, **kwargs):
+    try:
+      return original(loop, callback, *args, **kwargs)
+    except RuntimeError as err:
+      if not (_RUNNING and loop.is_closed()) or _show_traceback():
+        raise
+      _HELD.append((type(err), err, err.__traceback__))
+      return None
+
+  call_soon_threadsafe._luce_holds = True
+  base_events.BaseEventLoop.call_soon_threadsafe = call_soon_threadsafe
+
+
+def _root_user_error(err: BaseException) -> BaseException:
+  """The user error itself of a chain `_background_user_error` accepted."""
+  while err is not None and not _is_user_error(err):
+    err = err.__cause__ or err.__context__
+  return err
+
+
+def _print_held() -> None:
+  """Print what was held back (`_quiet_background_errors`), when no user error
+  explains it."""
+  while _HELD:
+    sys.__excepthook__(*_HELD.pop(0))
 
 
 def _fail(kind: str, message: str, err: BaseException) -> None:
-  show = (flags.FLAGS.traceback if flags.FLAGS.is_parsed() else
-          any(a in ("--traceback", "--traceback=true") for a in sys.argv[1:]))
-  if show:
+  if _show_traceback():
     traceback.print_exception(err)
   print(f"{program()}: {kind}: {message}", file=sys.stderr)
   sys.stderr.flush()
+  _FAILED.append(True)
   sys.exit(EXIT_USER_ERROR)
 
 
@@ -147,11 +290,22 @@ def launch(main, module_name: str) -> None:
   adopt_flags(module_name)
 
   def guarded(argv):
+    _quiet_background_errors()
+    _RUNNING.append(True)
     try:
-      return main(argv)
+      result = main(argv)
     except Exception as err:
-      if not _is_user_error(err):  # bugs and app.UsageError keep absl's handling
+      if not _background_user_error(err):  # bugs and app.UsageError keep absl's handling
+        _print_held()
         raise
-      _fail(type(err).__name__, _describe(err), err)
+      err = _root_user_error(err)
+      _fail(_kind(err), _describe(err), err)
+    finally:
+      _RUNNING.clear()
+    if _BACKGROUND:  # the main thread finished, but a background write failed
+      err = _root_user_error(_BACKGROUND[0])
+      _fail(_kind(err), _describe(err) + " (in a background write)", err)
+    _print_held()
+    return result
 
   app.run(guarded, flags_parser=_parse_flags)

@@ -94,3 +94,80 @@ def test_eval_and_predict_of_a_folder_that_is_no_run(name, tmp_path):
 def test_fit_and_eda_errors_are_one_line(tmp_path):
   _one_line(script("luce-fit", "--data=nosuchscheme:foo.csv"), "luce-fit", "ConfigError:")
   _one_line(script("luce-eda", "--data=draws:/no/such.csv", f"--out={tmp_path}"), "luce-eda", "")
+
+
+def _file_size_limit(limit: int):
+  """preexec_fn: files may not grow past `limit` bytes, and a write that would
+  fails with EFBIG instead of killing the process: a full disk's failure mode
+  for the files the run writes, without needing a small file system."""
+  import resource
+  import signal
+
+  def apply():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+  return apply
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_full_disk_during_async_checkpointing_is_one_line(tmp_path, show):
+  """orbax's background save threads, tensorstore's writers and TensorBoard's
+  atexit flush all fail on the full disk; before, each printed its own traceback
+  (about 490 lines) and the run exited 1."""
+  args = [str(BIN / "luce-train"), "--config=configs/synthetic.py", f"--workdir={tmp_path / 'w'}",
+          "--config.train.num_steps=400", "--config.train.checkpoint_every=50",
+          "--config.train.progress_bar=False"] + (["--traceback"] if show else [])
+  proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=240,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"), preexec_fn=_file_size_limit(8000))
+  if show:
+    assert proc.returncode == 2 and "Traceback" in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("luce-train: OSError: File too large")
+    return
+  line = _one_line(proc, "luce-train", "OSError: File too large")
+  assert "ulimit -f" in line
+
+
+BACKGROUND_ONLY = '''
+"""luce-fake: a launcher whose main thread succeeds while a writer thread hits a full disk."""
+import errno, os, sys, threading
+from luce.launchers._cli import launch
+
+def main(argv):
+  def writer():
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/full/disk/events.out")
+  thread = threading.Thread(target=writer)
+  thread.start()
+  thread.join()
+  print("main finished")
+
+if __name__ == "__main__":
+  launch(main, __name__)
+'''
+
+
+def test_a_background_write_error_fails_the_run_even_if_main_succeeds(tmp_path):
+  fake = tmp_path / "fake_launcher.py"
+  fake.write_text(BACKGROUND_ONLY)
+  proc = subprocess.run([sys.executable, str(fake)], capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert "main finished" in proc.stdout
+  line = _one_line(proc, "fake_launcher", "OSError: No space left on device: /full/disk/events.out")
+  assert line.endswith("(in a background write)"), line
+
+
+def test_tensorstore_os_errors_count_as_user_errors():
+  from luce.launchers import _cli
+  wrapped = ValueError("Error writing local file \"/w/checkpoints/5/d/x\": "
+                       "[RESOURCE_EXHAUSTED: No space left] [os_error_code='28']")
+  assert _cli._is_user_error(wrapped) and _cli._kind(wrapped) == "OSError"
+  assert _cli._describe(wrapped).startswith("No space left on device (the disk is full")
+  assert not _cli._is_user_error(ValueError("shape mismatch"))
+  try:
+    try:
+      raise OSError(28, "No space left on device")
+    except OSError:
+      raise RuntimeError("commit failed")  # noqa: B904 (implicit context, as orbax raises it)
+  except RuntimeError as err:
+    chained = err
+  assert _cli._background_user_error(chained) and not _cli._is_user_error(chained)
+  assert _cli._root_user_error(chained).errno == 28
