@@ -30,4 +30,9 @@ def get_config(arg: str = "mlp"):
   c.train.checkpoint_every = 25
   c.train.patience = 4
   c.baselines.recency_half_life = 10.0
+  # luce-tune's default space (the config's own values lie inside it: trial 0).
+  c.tune.space = ("optimizer.learning_rate=loguniform(3e-4, 3e-2)",
+                  "optimizer.weight_decay=loguniform(1e-4, 1e-1)",
+                  "model.dropout=uniform(0.0, 0.5)",
+                  "model.hidden=categorical(16, 32, 64)")
   return c

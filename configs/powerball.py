@@ -33,4 +33,9 @@ def get_config(arg: str = "mlp"):
   c.backtest.retrain_every = 100
   c.backtest.first_steps = 400
   c.backtest.retrain_steps = 100
+  # luce-tune's default space (the config's own values lie inside it: trial 0).
+  c.tune.space = ("optimizer.learning_rate=loguniform(1e-4, 1e-2)",
+                  "optimizer.weight_decay=loguniform(1e-4, 1e-1)",
+                  "model.dropout=uniform(0.0, 0.5)",
+                  "model.hidden=categorical(16, 32, 64)")
   return c

@@ -41,4 +41,9 @@ def get_config(arg: str = "mlp"):
   c.backtest.retrain_every = 250
   c.backtest.first_steps = 1000
   c.backtest.retrain_steps = 200
+  # luce-tune's default space (the config's own values lie inside it: trial 0).
+  c.tune.space = ("optimizer.learning_rate=loguniform(1e-4, 3e-3)",
+                  "optimizer.weight_decay=loguniform(1e-4, 1e-1)",
+                  "model.dropout=uniform(0.0, 0.4)",
+                  "model.hidden=categorical(32, 64, 128)")
   return c

@@ -24,4 +24,9 @@ def get_config(arg: str = "ranking"):
   c.train.num_steps = 800
   c.train.eval_every = 200
   c.train.checkpoint_every = 200
+  # luce-tune's default space: what population training may vary too
+  # (luce-tune --population=P trains P trials at once).
+  c.tune.space = ("optimizer.learning_rate=loguniform(1e-3, 3e-2)",
+                  "optimizer.weight_decay=loguniform(1e-5, 1e-2)",
+                  "model.dropout=uniform(0.0, 0.3)")
   return c

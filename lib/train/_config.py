@@ -84,6 +84,16 @@ def base_config() -> ml_collections.ConfigDict:
       bootstrap_samples=2000, block=0, level=0.95,  # block 0: n^(1/3) events
       calibration_samples=256, calibration_bins=10,
       importance=True))                      # permutation importance of each feature group
+  # luce-tune (luce.tune): the search space, one "field=distribution" per entry:
+  # uniform(lo, hi), loguniform(lo, hi), int(lo, hi[, step]), logint(lo, hi),
+  # categorical(a, b, ...). Sampler "tpe", "random" or "grid" (continuous ranges
+  # get grid_points points); pruner "median", "hyperband" or "none" on the
+  # validation NLL of each evaluation; objective "valid" (the best validation
+  # NLL of a luce-train run) or "walk_forward" (the mean NLL of a walk-forward
+  # over the validation events).
+  c.tune = ml_collections.ConfigDict(dict(
+      space=(), sampler="tpe", pruner="median", objective="valid", grid_points=3,
+      startup_trials=5, population=1))
   return c
 
 
@@ -92,7 +102,8 @@ def base_config() -> ml_collections.ConfigDict:
 REPORT_ONLY = (
     "train.log_every", "train.progress_bar", "train.async_checkpoints", "train.eval_batch_size",
     "train.max_to_keep", "train.checkpoint_every", "backtest.portfolio_k", "backtest.cost_bps",
-    "backtest.bootstrap_samples", "backtest.block", "backtest.level", "backtest.calibration_bins")
+    "backtest.bootstrap_samples", "backtest.block", "backtest.level", "backtest.calibration_bins",
+    *(f"tune.{name}" for name in base_config().tune))
 # What a luce-train run never reads when it trains: it resumes whatever they are
 # (the backtest section; data.eval_k, which only its report uses, while a
 # backtest's calibration draws of rankings depend on it).
@@ -171,6 +182,17 @@ def _check_values(c) -> None:
                "calibration_samples", "calibration_bins", "portfolio_k"):
     need(b[name] >= 1, f"backtest.{name}={b[name]} must be >= 1.")
   need(b.block >= 0, f"backtest.block={b.block} must be >= 0 (0: n^(1/3)).")
+  u = c.tune
+  need(u.sampler in ("tpe", "random", "grid"), f"tune.sampler={u.sampler!r}; valid: tpe, random, grid.")
+  need(u.pruner in ("median", "hyperband", "none"),
+       f"tune.pruner={u.pruner!r}; valid: median, hyperband, none.")
+  need(u.objective in ("valid", "walk_forward"),
+       f"tune.objective={u.objective!r}; valid: valid, walk_forward.")
+  for name in ("grid_points", "population"):
+    need(u[name] >= 1, f"tune.{name}={u[name]} must be >= 1.")
+  need(u.startup_trials >= 0, f"tune.startup_trials={u.startup_trials} must be >= 0.")
+  from luce.tune._space import parse_space  # imports this module: resolved at call time
+  parse_space(u.space, population=u.population > 1)
 
 
 def config_json(config) -> str:

@@ -293,7 +293,7 @@ class Trainer:
   def fit(self, state: TrainState, arrays: dict, rows: range, *, until: int, first_step: int,
           data_seed, step_key, checkpoints: Checkpoints | None = None, logger: Logger | None = None,
           valid=None, loop: dict | None = None, meta=None, progress: bool = False, say=print,
-          label: str = "") -> tuple[TrainState, dict]:
+          label: str = "", on_eval=None) -> tuple[TrainState, dict]:
     """Train `state` on the events `rows` of `arrays` until `state.step == until`.
 
     Args:
@@ -316,6 +316,9 @@ class Trainer:
       meta: `loop -> dict`, the JSON saved with each checkpoint.
       progress: show a progress bar over the steps (process 0 only).
       label: prefix of messages (e.g. "fold 3: ").
+      on_eval: None, or `(step, scores) -> None` called after each evaluation
+        (its best checkpoint saved); what it raises ends the fit (a tuner's
+        pruning), after the latest checkpoint of that step is saved.
 
     Returns:
       (state, {"loss": the last logged mean train loss or None, "stopped_early": bool}).
@@ -391,6 +394,8 @@ class Trainer:
             loop["stopped_early"] = True
         if checkpoints is not None and (save_now or loop["stopped_early"]):
           checkpoints.save(checkpoints.latest, done, state, meta(loop))
+        if evaluate_now and on_eval is not None:
+          on_eval(done, scores)
         if loop["stopped_early"]:
           say(f"\n{label}stopped early at step {done}: no better validation NLL in {t.patience} "
               f"evaluations (best {loop['best_nll']:.4f} at step {loop['best_step']})")
@@ -462,7 +467,7 @@ def write_eval(workdir: pathlib.Path, split: str, step, family, config, kind: st
 
 # ---- luce-train ---------------------------------------------------------------------------------
 
-def train_and_evaluate(config, workdir, *, devices=None) -> dict:
+def train_and_evaluate(config, workdir, *, devices=None, on_eval=None, say=None) -> dict:
   """Train the config's model in `workdir` (resuming from its latest
   checkpoint) and evaluate it on the validation split against the baselines.
 
@@ -472,6 +477,9 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
     workdir: folder for checkpoints/, best/, metrics.jsonl, tensorboard/,
       config.json and eval_valid.json; created if absent.
     devices: devices of the data mesh (default all, or `config.mesh.data` of them).
+    on_eval: `(step, validation metrics) -> None` after each evaluation
+      (`Trainer.fit`; luce-tune reports to its pruner there).
+    say: where its messages go (default print on process 0).
 
   Returns:
     {"valid": name -> metrics (model, baselines, oracle), "family", "nll"
@@ -484,7 +492,7 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
   is_main = jax.process_index() == 0
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
-  say = print if is_main else (lambda *a, **k: None)
+  say = (say or print) if is_main else (lambda *a, **k: None)
 
   t_data = time.perf_counter()
   prepared = prepare(config)
@@ -527,7 +535,7 @@ def train_and_evaluate(config, workdir, *, devices=None) -> dict:
     state, _ = trainer.fit(state, train, range(n_train), until=config.train.num_steps, first_step=0,
                            data_seed=config.seed, step_key=step_key, checkpoints=checkpoints,
                            logger=logger, valid=valid, loop=loop, meta=meta,
-                           progress=bool(config.train.progress_bar), say=say)
+                           progress=bool(config.train.progress_bar), say=say, on_eval=on_eval)
     checkpoints.wait()
     final_params = host_copy(state.params)
     # Report the best checkpoint's validation metrics beside the references.
