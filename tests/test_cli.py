@@ -20,6 +20,8 @@ SCRIPTS = {
     "luce-fit": (["--data", "--prior", "--available"], "luce-fit:"),
     "luce-eda": (["--data", "--out"], "luce-eda:"),
     "luce-bench": (["--bench", "--list"], "luce-bench:"),
+    "luce-tune": (["--config", "--workdir", "--study", "--storage", "--trials", "--population"],
+                  "luce-tune:"),
 }
 
 

@@ -25,6 +25,7 @@ rerun of a study proposes what the first run did.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -59,22 +60,49 @@ def storage_url(workdir, storage: str | None = None) -> str:
 
 
 def open_storage(url: str):
-  """Optuna's RDBStorage at `url`, with heartbeats and the retry of dead trials.
+  """Optuna's RDBStorage at `url`, with heartbeats and the rerun of dead trials.
 
   SQLite waits up to a minute for another process's write lock instead of
-  failing with "database is locked".
+  failing with "database is locked". Processes creating one storage at once
+  race to create its tables: the loser retries (and, for SQLite, they take
+  turns under a lock file beside the database).
   """
   optuna = _optuna()
+  import sqlalchemy.exc
   engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-  try:
-    with warnings.catch_warnings():  # heartbeats are marked experimental
-      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-      return optuna.storages.RDBStorage(
-          url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-          grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry_failed)
-  except Exception as err:  # sqlalchemy's errors: a bad URL, a missing driver, no server
-    raise ConfigError(f"--storage={url!r}: cannot open the study storage: "
-                      f"{type(err).__name__}: {err}") from None
+  for attempt in range(5):
+    try:
+      with _sqlite_lock(url), warnings.catch_warnings():  # heartbeats are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=retry_failed)
+    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+      last = err  # another process creating the tables; or the server is away
+      time.sleep(0.5 * (attempt + 1))
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:  # a bad URL, no driver
+      raise ConfigError(f"--storage={url!r}: cannot open the study storage: "
+                        f"{type(err).__name__}: {err}") from None
+  raise ConfigError(f"--storage={url!r}: cannot open the study storage: {type(last).__name__}: "
+                    f"{last}") from None
+
+
+@contextlib.contextmanager
+def _sqlite_lock(url: str):
+  """An exclusive lock on DB.lock beside an SQLite database (nothing for other URLs)."""
+  prefix = "sqlite:///"
+  if not url.startswith(prefix) or url == prefix + ":memory:":
+    yield
+    return
+  import fcntl
+  path = pathlib.Path(url[len(prefix):] + ".lock")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def retry_failed(study, trial) -> None:
@@ -107,11 +135,11 @@ def fail_dead_trials(study, say=print) -> list[int]:
     if attrs.get("host") != host or "pid" not in attrs or _alive(int(attrs["pid"])):
       continue
     try:
+      study._storage.set_trial_user_attr(trial._trial_id, "failed_because",
+                                         f"process {attrs['pid']} on {host} died")
       study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-    except RuntimeError:  # another process failed it first
-      continue
-    study._storage.set_trial_user_attr(trial._trial_id, "failed_because",
-                                       f"process {attrs['pid']} on {host} died")
+    except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+      continue  # another process failed it first
     retry_failed(study, trial)
     dead.append(trial.number)
   if dead:
@@ -126,11 +154,13 @@ class TrialSeeded:
   Before each trial it makes a fresh sampler from `make(seed)` with a seed
   mixed from the study seed and the trial's number, and hands it every call
   of that trial. TPE still models the study's finished trials; only its
-  random draws are per trial.
+  random draws are per trial. Trial 0 takes `first` (field -> value: the
+  config's own values) where given: exactly one trial of a study has number
+  0, however many processes start it at once.
   """
 
-  def __init__(self, make, seed: int):
-    self._make, self._seed = make, int(seed)
+  def __init__(self, make, seed: int, first: dict | None = None):
+    self._make, self._seed, self._first = make, int(seed), first or {}
     self._inner = make(self._mix(-1))
 
   def _mix(self, number: int) -> int:
@@ -140,12 +170,16 @@ class TrialSeeded:
     return getattr(self._inner, name)
 
   def infer_relative_search_space(self, study, trial):
+    if trial.number == 0 and self._first:
+      return {}
     return self._inner.infer_relative_search_space(study, trial)
 
   def sample_relative(self, study, trial, search_space):
     return self._inner.sample_relative(study, trial, search_space)
 
   def sample_independent(self, study, trial, name, distribution):
+    if trial.number == 0 and name in self._first:
+      return self._first[name]
     return self._inner.sample_independent(study, trial, name, distribution)
 
   def before_trial(self, study, trial):
@@ -159,8 +193,9 @@ class TrialSeeded:
     self._inner.reseed_rng()
 
 
-def make_sampler(params: list[Param], tune, seed: int):
-  """The Optuna sampler of `tune.sampler`."""
+def make_sampler(params: list[Param], tune, seed: int, first: dict | None = None):
+  """The Optuna sampler of `tune.sampler` (`first`: trial 0's values, `TrialSeeded`;
+  a grid visits its own points only)."""
   optuna = _optuna()
   s = optuna.samplers
   if tune.sampler == "grid":
@@ -168,10 +203,10 @@ def make_sampler(params: list[Param], tune, seed: int):
     return s.GridSampler(grid, seed=seed)
   if tune.sampler == "random":
     base = s.RandomSampler
-    return TrialSeeded(lambda k: base(seed=k), seed)
+    return TrialSeeded(lambda k: base(seed=k), seed, first)
   startup = tune.startup_trials
   return TrialSeeded(lambda k: s.TPESampler(seed=k, n_startup_trials=startup, multivariate=True,
-                                            constant_liar=True), seed)
+                                            constant_liar=True), seed, first)
 
 
 def make_pruner(tune, config):
@@ -203,7 +238,7 @@ def trial_values(trial, params: list[Param]) -> dict:
 
 def defaults_of(config, params: list[Param]) -> dict | None:
   """The config's own values of the searched fields, when every one lies in
-  its range (the first trial of a new study: the default to beat)."""
+  its range (trial 0 of a study: the default to beat)."""
   out = {}
   for p in params:
     node = config
@@ -295,16 +330,15 @@ def tune(config, workdir, *, study_name: str = "luce", storage: str | None = Non
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   url = storage_url(workdir, storage)
-  study = optuna.create_study(study_name=study_name, storage=open_storage(url), direction="minimize",
-                              sampler=make_sampler(params, tune_cfg, config.seed),
-                              pruner=make_pruner(tune_cfg, config), load_if_exists=True)
-  _check_same_space(study, params)
+  defaults = defaults_of(config, params)
+  storage = open_storage(url)
+  with _sqlite_lock(url):  # one process at a time creates the study and records its space
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="minimize",
+                                sampler=make_sampler(params, tune_cfg, config.seed, defaults),
+                                pruner=make_pruner(tune_cfg, config), load_if_exists=True)
+    _check_same_space(study, params)
   fail_dead_trials(study, say=say)
   before = len(study.trials)
-  if not before:
-    defaults = defaults_of(config, params)
-    if defaults is not None:
-      study.enqueue_trial(defaults, user_attrs={"default": True})
   window = walk_forward_window(config) if tune_cfg.objective == "walk_forward" else {}
   say(f"study {study_name!r} at {url}: {before} trials so far; this process runs "
       f"{trials} ({tune_cfg.sampler} sampler, {tune_cfg.pruner} pruner, objective "
@@ -353,6 +387,9 @@ def _optimize(study, config, params, workdir, window, *, trials, max_trials, pro
     trial.set_user_attr("host", host)
     trial.set_user_attr("pid", pid)
     values = trial_values(trial, params)
+    first = trial.user_attrs.get("retry_of", trial.number) == 0
+    if first and config.tune.sampler != "grid" and values == defaults_of(config, params):
+      trial.set_user_attr("default", True)
     folder = trial_dir(workdir, trial)
     trial.set_user_attr("workdir", str(folder))
     trial_config = apply_params(config, {**values, **window, "train.progress_bar": False})
