@@ -22,7 +22,7 @@ It scores each event's available items only, gathered into a padded
     ([[0, 2, 4]], [[2, 0]], [0.0, 6.0, 12.0])
 """
 
-from luce.models._scorer import (ENCODERS, MLP, AttentionBlock, Dropout, PLScorer, dropout_keep,
-                                 history_columns)
+from luce.models._scorer import (ENCODERS, MLP, AttentionBlock, Dropout, DropoutRate, PLScorer,
+                                 dropout_keep, history_columns)
 from luce.models._family import (BATCH_KEYS, PLFamily, chunked, gather_entrants, inclusion_counts,
                                  max_available, scatter_entrants, take_events)

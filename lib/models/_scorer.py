@@ -18,6 +18,7 @@ Encoders (`encoder=`):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -39,6 +40,33 @@ def _mix32(x):
   return x ^ (x >> 16)
 
 
+class DropoutRate(NamedTuple):
+  """A dropout rate as arrays, so that it may be traced (one per member of a
+  vmapped population, `luce.tune.train_population`): the 32-bit threshold of
+  `dropout_keep` and the kept fraction 1 - rate, both computed on the host
+  exactly as the float path computes them. `DropoutRate.of(rate)`."""
+  threshold: jax.Array
+  keep: jax.Array
+
+  @classmethod
+  def of(cls, rate: float) -> "DropoutRate":
+    return cls(np.uint32(dropout_threshold(rate)), np.float32(1.0 - rate))
+
+
+def dropout_threshold(rate: float) -> int:
+  """The uint32 bound below which `dropout_keep` drops an element: 2^32 * rate."""
+  return min(round(float(rate) * 2.0**32), 2**32 - 1)
+
+
+def _dropout_bits(key, shape):
+  size = int(np.prod(shape))
+  if size >= 1 << 32:
+    raise ConfigError(f"dropout over {size} elements: the counter is 32-bit (< 2^32 elements).")
+  seed = jax.random.bits(key, (2,), jnp.uint32)
+  x = _mix32(jax.lax.iota(jnp.uint32, size) ^ seed[0])
+  return _mix32(x + seed[1]).reshape(shape)
+
+
 def dropout_keep(key, shape, rate: float):
   """bool[shape]: True where an element is kept, each with probability 1 - rate.
 
@@ -49,25 +77,26 @@ def dropout_keep(key, shape, rate: float):
   for a [2, 128, 20, 64] mask on 2 cores). Threshold 2^32 * rate: the drop
   probability is exact to 2^-32.
   """
-  size = int(np.prod(shape))
-  if size >= 1 << 32:
-    raise ConfigError(f"dropout over {size} elements: the counter is 32-bit (< 2^32 elements).")
-  seed = jax.random.bits(key, (2,), jnp.uint32)
-  x = _mix32(jax.lax.iota(jnp.uint32, size) ^ seed[0])
-  x = _mix32(x + seed[1]).reshape(shape)
-  return x >= jnp.uint32(min(round(rate * 2.0**32), 2**32 - 1))
+  return _dropout_bits(key, shape) >= jnp.uint32(dropout_threshold(rate))
 
 
 class Dropout(nn.Module):
   """Inverted dropout (as `flax.linen.Dropout`) on `dropout_keep`'s cheap mask.
 
   Draws from the "dropout" rng; `deterministic=True` or rate 0 is the identity.
+  `rate` is a float, or a `DropoutRate` of arrays (a traced rate: the same
+  mask and scale as its float).
   """
-  rate: float
+  rate: float | DropoutRate
 
   @nn.compact
   def __call__(self, x, *, deterministic: bool = True):
-    if deterministic or self.rate == 0.0:
+    if deterministic:
+      return x
+    if isinstance(self.rate, DropoutRate):
+      keep = _dropout_bits(self.make_rng("dropout"), x.shape) >= self.rate.threshold
+      return jnp.where(keep, x / self.rate.keep, jnp.zeros_like(x))
+    if self.rate == 0.0:
       return x
     if self.rate >= 1.0:
       return jnp.zeros_like(x)

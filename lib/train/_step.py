@@ -37,25 +37,34 @@ class TrainState:
   bad_metric: jax.Array
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
+def make_optimizer(config, *, learning_rate=None, weight_decay=None) -> optax.GradientTransformation:
   """AdamW with warmup and a cosine (or constant) schedule, after global-norm clipping.
 
   `config` is the `optimizer` section; `num_steps` comes from `train`.
+  `learning_rate` and `weight_decay` replace the config's values with arrays
+  (traced: one per member of a vmapped population); the schedule is then the
+  config's schedule shape at peak 1 times `learning_rate`.
   """
   opt, num_steps = config.optimizer, config.train.num_steps
+  if learning_rate is None:
+    schedule = _schedule(opt, num_steps, opt.learning_rate)
+  else:
+    unit = _schedule(opt, num_steps, 1.0)
+    schedule = lambda count: learning_rate * unit(count)
+  decay = opt.weight_decay if weight_decay is None else weight_decay
+  parts = [optax.clip_by_global_norm(opt.clip_norm)] if opt.clip_norm > 0 else []
+  parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=decay))
+  return optax.chain(*parts)
+
+
+def _schedule(opt, num_steps: int, peak: float):
   warmup = min(opt.warmup_steps, max(num_steps - 1, 0))
   if opt.schedule == "cosine":
-    schedule = optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, warmup,
-                                                  max(num_steps, warmup + 1), opt.learning_rate * 0.05)
-  elif opt.schedule == "constant":
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, opt.learning_rate, max(warmup, 1)),
-         optax.constant_schedule(opt.learning_rate)], [max(warmup, 1)])
-  else:
-    raise ConfigError(f"optimizer.schedule={opt.schedule!r}; valid: cosine, constant.")
-  parts = [optax.clip_by_global_norm(opt.clip_norm)] if opt.clip_norm > 0 else []
-  parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay))
-  return optax.chain(*parts)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(num_steps, warmup + 1), peak * 0.05)
+  if opt.schedule == "constant":
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup, 1)),
+                                 optax.constant_schedule(peak)], [max(warmup, 1)])
+  raise ConfigError(f"optimizer.schedule={opt.schedule!r}; valid: cosine, constant.")
 
 
 def init_state(model, optimizer, example_batch, key) -> TrainState:
@@ -117,6 +126,17 @@ def make_train_step(model, optimizer: optax.GradientTransformation, loss: Callab
     A jitted function; metrics are float32 scalars `loss`, `grad_norm`,
     `events` (sum of the batch's event weights) and `finite` (1 or 0).
   """
+  step = train_step_fn(model, optimizer, loss)
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    return jax.jit(step, donate_argnums=donate_argnums)
+  rep, data = replicated(mesh), batch_sharding(mesh)
+  return jax.jit(step, donate_argnums=donate_argnums, in_shardings=(rep, data, rep),
+                 out_shardings=(rep, rep))
+
+
+def train_step_fn(model, optimizer: optax.GradientTransformation, loss: Callable):
+  """The un-jitted step of `make_train_step` (what a vmapped population maps)."""
   def step(state: TrainState, batch: dict, rng: jax.Array):
     rng = jax.random.fold_in(rng, state.step)
     weights = batch["weights"].astype(jnp.float32)
@@ -144,12 +164,7 @@ def make_train_step(model, optimizer: optax.GradientTransformation, loss: Callab
                "finite": finite.astype(jnp.float32)}
     return new_state, metrics
 
-  donate_argnums = (0,) if donate else ()
-  if mesh is None:
-    return jax.jit(step, donate_argnums=donate_argnums)
-  rep, data = replicated(mesh), batch_sharding(mesh)
-  return jax.jit(step, donate_argnums=donate_argnums, in_shardings=(rep, data, rep),
-                 out_shardings=(rep, rep))
+  return step
 
 
 def host_copy(tree):

@@ -15,3 +15,4 @@ The console script is luce-tune.
 
 from luce.tune._space import KINDS, POPULATION_FIELDS, Param, apply_params, parse_space
 from luce.tune._study import TuneResult, open_storage, storage_url, tune
+from luce.tune._population import train_population
