@@ -2,7 +2,7 @@
 
 The core API is re-exported here; the code lives in the modules beside this
 file (`luce.pl`, `luce.pl_set`, `luce.sampling`, `luce.fit`, ...). The larger
-parts (`luce.data`, `luce.models`, `luce.train`, `luce.eval`, `luce.diffusion`,
+parts (`luce.data`, `luce.models`, `luce.train`, `luce.eval`, `luce.tune`, `luce.diffusion`,
 `luce.kernels`, `luce.baselines`, ...) are attributes after a bare `import luce`
 but load on first use (PEP 562 `__getattr__`), so `import luce` stays as fast
 as the core and never pulls in Flax, Optax or Orbax.
@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 # The parts loaded on first attribute access (`luce.train`, ...).
 _LAZY = ("baselines", "data", "diffusion", "eval", "kernels", "losses", "metrics", "models", "ratings",
-         "train")
+         "train", "tune")
 
 
 def __getattr__(name: str):

@@ -191,7 +191,7 @@ def _check_values(c) -> None:
   for name in ("grid_points", "population"):
     need(u[name] >= 1, f"tune.{name}={u[name]} must be >= 1.")
   need(u.startup_trials >= 0, f"tune.startup_trials={u.startup_trials} must be >= 0.")
-  from luce.tune._space import parse_space  # imports this module: resolved at call time
+  from luce.train._space import parse_space  # imports this module: resolved at call time
   parse_space(u.space, population=u.population > 1)
 
 

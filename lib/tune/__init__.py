@@ -13,6 +13,6 @@ The console script is luce-tune.
     ['optimizer.learning_rate=loguniform(0.0001, 0.01)', 'model.hidden=int(32, 128, 32)']
 """
 
-from luce.tune._space import KINDS, POPULATION_FIELDS, Param, apply_params, parse_space
+from luce.train._space import KINDS, POPULATION_FIELDS, Param, apply_params, parse_space
 from luce.tune._study import TuneResult, open_storage, storage_url, tune
 from luce.tune._population import train_population

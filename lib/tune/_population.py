@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from luce.errors import ConfigError
-from luce.tune._space import POPULATION_FIELDS, apply_params
+from luce.train._space import POPULATION_FIELDS, apply_params
 
 
 def _differing(configs) -> set[str]:

@@ -17,7 +17,7 @@ import pathlib
 
 import numpy as np
 
-from luce.tune._space import Param
+from luce.train._space import Param
 
 
 def _format_value(value) -> str:

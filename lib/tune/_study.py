@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 from luce.errors import ConfigError, NonFiniteError
-from luce.tune._space import Param, apply_params, parse_space
+from luce.train._space import Param, apply_params, parse_space
 
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60

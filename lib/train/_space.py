@@ -1,4 +1,5 @@
-"""Search spaces: `field=distribution` entries of `config.tune.space`, parsed and checked.
+"""Search spaces (luce-tune): `field=distribution` entries of `config.tune.space`, parsed
+and checked against the schema (here, beside it, so `checked_config` checks a space).
 
     optimizer.learning_rate=loguniform(1e-4, 1e-2)
     model.dropout=uniform(0.0, 0.5)
