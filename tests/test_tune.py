@@ -139,6 +139,12 @@ def test_best_flags_retrain_to_the_best_trial(tmp_path):
   report = (tmp_path / "report" / "report.md").read_text()
   assert "| trial | state | value |" in report and "config default" in report
   assert (tmp_path / "report" / "history.png").stat().st_size > 1000
+  # the held-out check: best and default trials scored on the test split no trial saw
+  summary = json.loads((tmp_path / "tune.json").read_text())
+  held = summary["held_out"]
+  assert held["default_trial"] == 0 and held["best_trial"] == study.best_trial.number
+  assert held["skill"]["mean"] == pytest.approx(held["default_test_nll"] - held["best_test_nll"], abs=1e-9)
+  assert "Held out (the test split, which no trial saw)" in report
   proc = subprocess.run([str(BIN / "luce-train"), *TINY, "--config.train.num_steps=20",
                          f"--flagfile={flagfile}", f"--workdir={tmp_path / 'retrain'}",
                          "--config.train.progress_bar=False"],

@@ -7,17 +7,29 @@
   folder, seconds, whether it is the config's default);
 - report/report.md with the trial table (best first), the default's value
   beside the best, and two plots: history.png (each trial's objective and the
-  best so far) and importance.png (fANOVA parameter importances).
+  best so far) and importance.png (fANOVA parameter importances);
+- tune.json: the best and default values and the held-out check.
+
+The best of many trials on the validation split is biased low (it was chosen
+there), so with the "valid" objective the report also scores the best and the
+default trial's best checkpoints on the test split, which no trial saw, and
+gives the difference with its block-bootstrap interval: the honest answer to
+"did tuning help".
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import pathlib
 
 import numpy as np
 
 from luce.train._space import Param
+
+
+def _short_value(value) -> str:
+  return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _format_value(value) -> str:
@@ -59,6 +71,33 @@ def default_value(study) -> float | None:
     if t.user_attrs.get("default") and t.value is not None:
       return float(t.value)
   return None
+
+
+def held_out(study, config) -> dict | None:
+  """Test-split NLL of the best and the default trial (their best checkpoints)
+  and the skill of the best over the default (`luce.eval.compare`: mean of
+  default - best per event, block-bootstrap interval, Diebold-Mariano p)."""
+  from luce.eval import compare
+  from luce.train import load_run
+  if config.tune.objective != "valid":
+    return None
+  complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+  default = [t for t in complete if t.user_attrs.get("default")]
+  if not complete or not default:
+    return None
+  best = study.best_trial
+  nll = {}
+  for name, trial in (("best", best), ("default", default[0])):
+    run = load_run(trial.user_attrs["workdir"], checkpoint="best")
+    arrays = run.prepared.split_arrays("test")
+    if len(arrays["items"]) == 0:
+      return None
+    nll[name] = run.family.nll(run.params, arrays, run.config.train.eval_batch_size)
+  result = compare(nll["default"] - nll["best"], level=config.backtest.level,
+                   samples=config.backtest.bootstrap_samples)
+  return {"best_trial": best.number, "default_trial": default[0].number,
+          "best_test_nll": float(np.mean(nll["best"])), "default_test_nll": float(np.mean(nll["default"])),
+          "skill": result}
 
 
 def _plots(study, params, folder: pathlib.Path) -> list[str]:
@@ -153,27 +192,57 @@ def write_outputs(study, config, params: list[Param], workdir, *, say=print, con
   header = ["trial", "state", "value", *[p.field for p in params], "seconds", "note"]
   lines.append("| " + " | ".join(header) + " |")
   lines.append("|" + " --- |" * len(header))
-  ordered = sorted(rows, key=lambda r: (r["value"] is None, r["value"] if r["value"] is not None else 0))
+  rank = {"COMPLETE": 0, "PRUNED": 1}
+  ordered = sorted(rows, key=lambda r: (rank.get(r["state"], 2), r["value"] if r["value"] is not None else 0,
+                                        r["number"]))
   for r in ordered:
-    value = "" if r["value"] is None else f"{r['value']:.4f}"
+    complete = r["state"] == "COMPLETE"
+    value = f"{r['value']:.4f}" if complete and r["value"] is not None else ""
     seconds = "" if r["seconds"] is None else f"{r['seconds']:.0f}"
-    note = "config default" if r["default"] else (f"rerun of {r['retry_of']}" if r["retry_of"] != "" else
-                                                  r["note"][:60])
+    if r["state"] == "PRUNED":
+      note = f"pruned at step {r['last_step']} (NLL {r['value']:.4f} then)" if r["value"] is not None else "pruned"
+    else:
+      note = r["note"][:60]
+    if r["default"]:
+      note = "config default" + (f"; {note}" if note else "")
+    if r["retry_of"] != "":
+      note = f"rerun of {r['retry_of']}" + (f"; {note}" if note else "")
     cells = [str(r["number"]), r["state"].lower(), value,
-             *[_format_value(r[p.field]) if r[p.field] is not None else "" for p in params], seconds, note]
+             *[_short_value(r[p.field]) if r[p.field] is not None else "" for p in params], seconds, note]
     lines.append("| " + " | ".join(cells) + " |")
   lines.append("")
+  check = held_out(study, config) if best_value is not None else None
+  if check is not None:
+    k = check["skill"]
+    lines.append(f"Held out (the test split, which no trial saw): trial {check['best_trial']} "
+                 f"{check['best_test_nll']:.4f} against the default's {check['default_test_nll']:.4f} "
+                 f"nats per event; the best over the default {k['mean']:+.4f} "
+                 f"[{k['ci_low']:+.4f}, {k['ci_high']:+.4f}] ({config.backtest.level:.0%} block "
+                 f"bootstrap, DM p = {k['p_value']:.3g}): "
+                 + ("tuning helped on held-out data." if k["significant"] and k["mean"] > 0 else
+                    "worse on held-out data." if k["significant"] else
+                    "no significant difference on held-out data."))
+    lines.append("")
   for name in plots:
     lines.append(f"![{name}]({name})")
   (report / "report.md").write_text("\n".join(lines) + "\n")
   files["report"] = report / "report.md"
+  files["json"] = workdir / "tune.json"
+  files["json"].write_text(json.dumps({"study": study.study_name, "best_value": best_value,
+                                       "best_params": best_params, "default_value": d,
+                                       "held_out": check, "states": counts}, indent=2) + "\n")
   if best_value is not None:
     say(f"best: trial {study.best_trial.number}, NLL {best_value:.4f}"
         + (f" (config default {d:.4f}, {d - best_value:+.4f})" if d is not None else ""))
+    if check is not None:
+      k = check["skill"]
+      say(f"  held out (test split): best {check['best_test_nll']:.4f}, default "
+          f"{check['default_test_nll']:.4f}, difference {k['mean']:+.4f} [{k['ci_low']:+.4f}, "
+          f"{k['ci_high']:+.4f}]")
     say(f"  {files['best_flags']}: luce-train --config=... --flagfile={files['best_flags']} "
         f"--workdir=DIR")
   else:
     say("no trial finished yet")
   say(f"  trials: {files['trials']}; report: {files['report']}")
   return TuneResult(study=study, best_value=best_value, best_params=best_params, default_value=d,
-                    files=files)
+                    files=files, held_out=check)

@@ -262,6 +262,7 @@ class TuneResult:
   best_params: dict
   default_value: float | None
   files: dict
+  held_out: dict | None = None
 
 
 def walk_forward_window(config) -> dict:
