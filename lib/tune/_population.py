@@ -157,9 +157,9 @@ def train_population(config, members: list[dict], workdirs: list, *, on_eval=Non
     for step in range(start, t.num_steps):
       if not active.any():
         break
-      rows = [batch_indices(step, n_train, t.batch_size, c.seed) for c in configs]
-      hosts = [family.take(train, r) for r in rows]
-      batch = {k: jnp.asarray(np.stack([h[k] for h in hosts])) for k in hosts[0]}
+      rows = np.concatenate([batch_indices(step, n_train, t.batch_size, c.seed) for c in configs])
+      batch = {k: jnp.asarray(v.reshape((P, t.batch_size) + v.shape[1:]))
+               for k, v in family.take(train, rows).items()}  # one gather for all members
       state, metrics = step_fn(state, batch, step_keys, hp, jnp.asarray(active))
       pending.append(metrics)
       done = step + 1
