@@ -194,3 +194,61 @@ def test_killed_tuner_resumes_and_reruns_the_dead_trial_from_its_folder(tmp_path
   fresh = tune_cli(tmp_path / "b", "--trials=1", *slow)
   assert fresh.returncode == 0
   assert rerun[0].value == pytest.approx(_study(tmp_path / "b").get_trials()[0].value, rel=1e-6)
+
+
+def _tiny_config(**tune):
+  config = base_config()
+  config.data.source = "synthetic:ranking?n_items=8&k=3&n_events=400&seed=3"
+  config.data.eval_k = 3
+  config.train.update(batch_size=32, num_steps=20, eval_every=10, checkpoint_every=10,
+                      progress_bar=False)
+  config.baselines.names = ("uniform",)
+  config.tune.update(**tune)
+  return config
+
+
+def test_grid_sampler_visits_every_point_once(tmp_path):
+  import optuna
+  from luce.tune import tune
+  config = _tiny_config(space=("optimizer.learning_rate=loguniform(1e-3, 1e-2)",
+                               "model.hidden=categorical(8, 16)"),
+                        sampler="grid", grid_points=2, pruner="none")
+  result = tune(config, tmp_path, trials=5, progress=False, say=lambda *a: None)
+  done = result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+  points = {(round(t.params["optimizer.learning_rate"], 6), t.params["model.hidden"]) for t in done}
+  assert points == {(0.001, 8), (0.001, 16), (0.01, 8), (0.01, 16)}  # the 5th ask: grid exhausted
+  assert len(done) == 4
+
+
+def test_hyperband_prunes_on_the_reported_evaluations(tmp_path):
+  import optuna
+  from luce.tune import tune
+  config = _tiny_config(space=("optimizer.learning_rate=loguniform(1e-5, 3e-2)",),
+                        sampler="random", pruner="hyperband")
+  config.train.update(num_steps=40, eval_every=10)
+  result = tune(config, tmp_path, trials=6, progress=False, say=lambda *a: None)
+  trials = result.study.get_trials()
+  assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+             for t in trials)
+  for t in trials:  # every evaluation of the loop reached the pruner
+    assert set(t.intermediate_values) <= {10, 20, 30, 40} and 10 in t.intermediate_values
+
+
+def test_walk_forward_objective_predicts_the_validation_events_only(tmp_path):
+  from luce.train import prepare
+  from luce.tune import tune
+  from luce.tune._study import walk_forward_window
+  config = _tiny_config(space=("optimizer.learning_rate=loguniform(1e-3, 1e-2)",),
+                        sampler="random", pruner="none", objective="walk_forward")
+  config.backtest.update(retrain_every=20, first_steps=20, retrain_steps=5, importance=False,
+                         bootstrap_samples=100, calibration_samples=8)
+  window = walk_forward_window(checked_config(config))
+  prepared = prepare(checked_config(config))
+  times = prepared.table.times()
+  assert window == {"backtest.start": str(times[prepared.split_range("valid").start]),
+                    "data.test_until": str(times[prepared.split_range("test").start])}
+  result = tune(config, tmp_path, trials=2, progress=False, say=lambda *a: None)
+  values = [t.value for t in result.study.get_trials()]
+  assert len(values) == 2 and all(v is not None and v > 0 for v in values)
+  assert (tmp_path / "trials" / "0000" / "backtest" / "progress.npz").exists()
+  assert result.held_out is None  # the walk-forward already scores held-out events
