@@ -45,29 +45,17 @@ def members(population: int) -> list[dict]:
            "model.dropout": float(rng.uniform(0, 0.3)), "seed": i} for i in range(population)]
 
 
-def with_values(base: dict, values: dict) -> dict:
-  import copy
-  out = copy.deepcopy(base)
-  for field, value in values.items():
-    *path, leaf = field.split(".")
-    node = out
-    for part in path:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return out
-
-
 def whole_runs(population: int, steps: int, rounds: int) -> dict:
-  from luce.train import train_and_evaluate
-  from luce.tune import train_population
-  base, ms = config(steps), members(population)
+  from luce.train import checked_config, train_and_evaluate
+  from luce.tune import apply_params, train_population
+  base, ms = checked_config(config(steps)), members(population)
   quiet = lambda *a, **k: None
   times = {"sequential": [], "population": []}
   agree = []
   for _ in range(rounds):
     with tempfile.TemporaryDirectory() as d:
       t0 = time.perf_counter()
-      seq = [train_and_evaluate(with_values(base, m), f"{d}/s{i}", say=quiet) for i, m in enumerate(ms)]
+      seq = [train_and_evaluate(apply_params(base, m), f"{d}/s{i}", say=quiet) for i, m in enumerate(ms)]
       times["sequential"].append(time.perf_counter() - t0)
       t0 = time.perf_counter()
       pop = train_population(base, ms, [f"{d}/p{i}" for i in range(population)], say=quiet)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from luce.errors import ConfigError
-from luce.train import load_run, train_and_evaluate
-from luce.tune import train_population
+from luce.train import checked_config, load_run, train_and_evaluate
+from luce.tune import apply_params, train_population
 
 
 def tiny(**train):
@@ -28,14 +28,7 @@ MEMBERS = [
 
 
 def _sequential(member, workdir):
-  config = tiny()
-  for field, value in member.items():
-    *path, leaf = field.split(".")
-    node = config
-    for part in path:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return train_and_evaluate(config, workdir)
+  return train_and_evaluate(apply_params(checked_config(tiny()), member), workdir)
 
 
 def test_each_member_equals_its_sequential_run(tmp_path):
