@@ -160,7 +160,7 @@ def test_killed_tuner_resumes_and_reruns_the_dead_trial_from_its_folder(tmp_path
   complete), reruns its parameters in its folder from the last checkpoint, and the
   rerun ends with the value an uninterrupted trial gets."""
   import optuna
-  slow = ["--config.train.num_steps=300", "--config.train.eval_every=50",
+  slow = ["--config.train.num_steps=150", "--config.train.eval_every=50",
           "--config.train.checkpoint_every=10", "--pruner=none", "--sampler=random"]
   proc = tune_cli(tmp_path / "a", "--trials=2", *slow, wait=False)
   checkpoints = tmp_path / "a" / "trials" / "0000" / "checkpoints"
@@ -226,7 +226,7 @@ def test_hyperband_prunes_on_the_reported_evaluations(tmp_path):
   config = _tiny_config(space=("optimizer.learning_rate=loguniform(1e-5, 3e-2)",),
                         sampler="random", pruner="hyperband")
   config.train.update(num_steps=40, eval_every=10)
-  result = tune(config, tmp_path, trials=6, progress=False, say=lambda *a: None)
+  result = tune(config, tmp_path, trials=4, progress=False, say=lambda *a: None)
   trials = result.study.get_trials()
   assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
              for t in trials)
