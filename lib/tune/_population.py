@@ -234,11 +234,8 @@ def tune_population(study, config, params, workdir, *, trials: int, max_trials: 
                     say=print) -> None:
   """Run `trials` trials of the study `population` at a time (`train_population`),
   each member a trial: asked together, pruned one by one, told its best NLL."""
-  import os
-  import socket
-
   import optuna
-  from luce.tune._study import _finished, trial_dir, trial_values
+  from luce.tune._study import _finished, claim, trial_values
   P = config.tune.population
   if config.tune.objective != "valid":
     raise ConfigError("tune.population > 1 trains on the validation objective only "
@@ -249,11 +246,8 @@ def tune_population(study, config, params, workdir, *, trials: int, max_trials: 
     asked = [study.ask() for _ in range(size)]
     members, folders = [], []
     for trial in asked:
-      trial.set_user_attr("host", socket.gethostname())
-      trial.set_user_attr("pid", os.getpid())
+      folders.append(claim(trial, workdir))
       members.append(trial_values(trial, params))
-      folders.append(trial_dir(workdir, trial))
-      trial.set_user_attr("workdir", str(folders[-1]))
     t0 = time.perf_counter()
 
     def on_eval(i, step, scores, asked=asked):

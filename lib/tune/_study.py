@@ -372,6 +372,16 @@ def trial_dir(workdir: pathlib.Path, trial) -> pathlib.Path:
   return pathlib.Path(workdir) / "trials" / f"{int(trial.user_attrs.get('retry_of', trial.number)):04d}"
 
 
+def claim(trial, workdir) -> pathlib.Path:
+  """Record this host and process on `trial` (how a dead trial is found) and
+  return its folder."""
+  folder = trial_dir(workdir, trial)
+  trial.set_user_attr("host", socket.gethostname())
+  trial.set_user_attr("pid", os.getpid())
+  trial.set_user_attr("workdir", str(folder))
+  return folder
+
+
 def _finished(study) -> int:
   optuna = _optuna()
   return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
@@ -381,18 +391,14 @@ def _finished(study) -> int:
 def _optimize(study, config, params, workdir, window, *, trials, max_trials, progress, say):
   optuna = _optuna()
   objective_name = config.tune.objective
-  host, pid = socket.gethostname(), os.getpid()
   bar = _bar(trials, progress)
 
   def objective(trial):
-    trial.set_user_attr("host", host)
-    trial.set_user_attr("pid", pid)
+    folder = claim(trial, workdir)
     values = trial_values(trial, params)
     first = trial.user_attrs.get("retry_of", trial.number) == 0
     if first and config.tune.sampler != "grid" and values == defaults_of(config, params):
       trial.set_user_attr("default", True)
-    folder = trial_dir(workdir, trial)
-    trial.set_user_attr("workdir", str(folder))
     trial_config = apply_params(config, {**values, **window, "train.progress_bar": False})
     t0 = time.perf_counter()
 
