@@ -22,6 +22,7 @@ It scores each event's available items only, gathered into a padded
     ([[0, 2, 4]], [[2, 0]], [0.0, 6.0, 12.0])
 """
 
+from luce.models._sequence import DiagonalSSM, GRUStack, S5Stack, history_sequence, ssm_discretise
 from luce.models._scorer import (ENCODERS, MLP, AttentionBlock, Dropout, DropoutRate, PLScorer,
                                  dropout_keep, history_columns)
 from luce.models._family import (BATCH_KEYS, PLFamily, chunked, gather_entrants, inclusion_counts,

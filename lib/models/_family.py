@@ -154,7 +154,7 @@ class PLFamily:
     self.width = width
     self.model = PLScorer(n_items=n_items, encoder=m.encoder, hidden=m.hidden, depth=m.depth,
                           heads=m.heads, embed_dim=m.embed_dim, dropout=m.dropout,
-                          history_columns=history_columns(item_names))
+                          history_columns=history_columns(item_names), state_size=m.get("state_size", 16))
     self._apply = jax.jit(lambda p, b: self.model.apply({"params": p}, b))
     self._nll = jax.jit(lambda s, items, available: event_nll(s, items, available, kind=kind))
     self._draw = jax.jit(

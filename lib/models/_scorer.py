@@ -13,6 +13,11 @@ Encoders (`encoder=`):
 - "itransformer": items as tokens (iTransformer): each token is an item's
   history features plus its embedding; self-attention across the available
   items of the event, so an item's score depends on its rivals.
+- "s5": a diagonal state-space stack (`luce.models.S5Stack`) over each item's
+  last L outcomes, oldest first; its final state, and the mean of the final
+  states over the event's available items (the field), join the per-item MLP.
+- "deepar": the same with DeepAR's recurrent encoder (`luce.models.GRUStack`,
+  stacked GRUs over the previous events' outcomes).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from luce.errors import ConfigError
+from luce.models._sequence import GRUStack, S5Stack, history_sequence
 
-ENCODERS = ("mlp", "transformer", "itransformer")
+ENCODERS = ("mlp", "transformer", "itransformer", "s5", "deepar")
+SEQUENCE_ENCODERS = ("s5", "deepar")
 
 
 def _mix32(x):
@@ -147,11 +154,13 @@ class PLScorer(nn.Module):
     n_items: n, the catalog size.
     encoder: one of ENCODERS.
     hidden: width of every layer.
-    depth: MLP layers (mlp), or Transformer blocks (transformer, itransformer).
+    depth: MLP layers (mlp), or Transformer blocks (transformer, itransformer),
+      or sequence layers and MLP layers both (s5, deepar).
     heads: attention heads.
     embed_dim: size of each item's static embedding (0: none).
     dropout: dropout rate in training.
-    history_columns: for "transformer", the indices of the item-feature
+    state_size: complex states of each "s5" layer.
+    history_columns: for "transformer", "s5" and "deepar", the indices of the item-feature
       columns that hold the last L events, as (inclusion columns, rank columns)
       with ranks possibly empty; see `history_columns`.
 
@@ -168,6 +177,7 @@ class PLScorer(nn.Module):
   embed_dim: int = 16
   dropout: float = 0.0
   history_columns: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+  state_size: int = 16
 
   @nn.compact
   def __call__(self, batch, *, deterministic: bool = True):
@@ -192,6 +202,8 @@ class PLScorer(nn.Module):
                           "catalog layout, not gathered entrants.")
       parts.append(jnp.broadcast_to(self._time_context(item, event, deterministic)[:, None, :],
                                     (b, n, self.hidden)))
+    if self.encoder in SEQUENCE_ENCODERS:
+      parts.extend(self._sequence_state(item, available, deterministic))
     x = jnp.concatenate(parts, axis=-1)
 
     if self.encoder == "itransformer":
@@ -211,6 +223,19 @@ class PLScorer(nn.Module):
       # A per-item bias: the static PL strength the features refine.
       scores = scores + self.param("item_bias", nn.initializers.zeros, (self.n_items,))[ids]
     return scores
+
+  def _sequence_state(self, item, available, deterministic):
+    """[float32[B, n, hidden] each item's final state, float32[B, n, hidden] the field's]."""
+    seq = history_sequence(item, self.history_columns)                # [B, n, L, c]
+    if self.encoder == "s5":
+      stack = S5Stack(self.hidden, self.depth, self.state_size, self.dropout, name="sequence")
+    else:
+      stack = GRUStack(self.hidden, self.depth, self.dropout, name="sequence")
+    state = stack(seq, deterministic=deterministic)[:, :, -1]         # [B, n, H]
+    weight = available.astype(jnp.float32)[..., None]
+    field = jnp.sum(state * weight, axis=1) / jnp.maximum(jnp.sum(weight, axis=1), 1.0)
+    field = nn.Dense(self.hidden, name="field")(field)
+    return [state, jnp.broadcast_to(field[:, None], state.shape)]
 
   def _time_context(self, item, event, deterministic):
     """float32[B, hidden]: a Transformer over the last L events' item vectors."""

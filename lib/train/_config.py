@@ -46,8 +46,11 @@ def base_config() -> ml_collections.ConfigDict:
       last=4, horizons=(10, 50, 200), since_last=True, calendar=True, static=True,
       covariates=True, group_horizons=(5, 20)))
 
+  # encoder: "mlp", "transformer", "itransformer", "s5" (a diagonal state-space stack
+  # over each item's last data.features.last outcomes; state_size complex states a
+  # layer) or "deepar" (stacked GRUs over the same); see luce.models.PLScorer.
   c.model = ml_collections.ConfigDict(dict(
-      encoder="mlp", hidden=64, depth=2, heads=4, embed_dim=16, dropout=0.0))
+      encoder="mlp", hidden=64, depth=2, heads=4, embed_dim=16, dropout=0.0, state_size=16))
   # "pl" (neural Plackett-Luce) or "diffusion" (luce.diffusion: the same encoder for the
   # base logits plus a subset denoiser; sets only, scored by the exact subset recursion).
   c.model.family = "pl"
@@ -159,7 +162,7 @@ def _check_values(c) -> None:
        f"model.family={c.model.family!r}; valid: {', '.join(FAMILIES)}.")
   need(c.model.encoder in ENCODERS, f"model.encoder={c.model.encoder!r}; valid: {', '.join(ENCODERS)}.")
   need(c.model.mixer in MIXERS, f"model.mixer={c.model.mixer!r}; valid: {', '.join(MIXERS)}.")
-  for name in ("hidden", "heads", "denoiser_depth"):
+  for name in ("hidden", "heads", "denoiser_depth", "state_size"):
     need(c.model[name] >= 1, f"model.{name}={c.model[name]} must be >= 1.")
   need(c.model.hidden % c.model.heads == 0,
        f"model.hidden={c.model.hidden} must be a multiple of model.heads={c.model.heads}.")
