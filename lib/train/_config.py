@@ -62,6 +62,11 @@ def base_config() -> ml_collections.ConfigDict:
   # "transformer") and its depth.
   c.model.mixer = "deepsets"
   c.model.denoiser_depth = 1
+  # An ensemble (luce.train.EnsembleFamily): members are model-field overrides, one string
+  # each ("encoder=s5", "family=diffusion, depth=1", "" for this model), each trained
+  # `seeds` times from different initialisations; events are scored by the equal-weight
+  # mixture of the members' probabilities. No members and seeds 1: a single model.
+  c.model.ensemble = ml_collections.ConfigDict(dict(members=(), seeds=1))
 
   c.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=3e-3, warmup_steps=50, schedule="cosine",  # or "constant"
@@ -154,19 +159,33 @@ def checked_config(config) -> ml_collections.ConfigDict:
   return base
 
 
-def _check_values(c) -> None:
+def _need(ok, message):
+  if not ok:
+    raise ConfigError(message)
+
+
+def _check_model(m, where: str = "") -> None:
+  """The model section's values; `where` names an ensemble member in the message."""
   def need(ok, message):
-    if not ok:
-      raise ConfigError(message)
-  need(c.model.family in FAMILIES,
-       f"model.family={c.model.family!r}; valid: {', '.join(FAMILIES)}.")
-  need(c.model.encoder in ENCODERS, f"model.encoder={c.model.encoder!r}; valid: {', '.join(ENCODERS)}.")
-  need(c.model.mixer in MIXERS, f"model.mixer={c.model.mixer!r}; valid: {', '.join(MIXERS)}.")
+    _need(ok, message + (f" (in {where})" if where else ""))
+  need(m.family in FAMILIES, f"model.family={m.family!r}; valid: {', '.join(FAMILIES)}.")
+  need(m.encoder in ENCODERS, f"model.encoder={m.encoder!r}; valid: {', '.join(ENCODERS)}.")
+  need(m.mixer in MIXERS, f"model.mixer={m.mixer!r}; valid: {', '.join(MIXERS)}.")
   for name in ("hidden", "heads", "denoiser_depth", "state_size"):
-    need(c.model[name] >= 1, f"model.{name}={c.model[name]} must be >= 1.")
-  need(c.model.hidden % c.model.heads == 0,
-       f"model.hidden={c.model.hidden} must be a multiple of model.heads={c.model.heads}.")
-  need(0 <= c.model.dropout < 1, f"model.dropout={c.model.dropout} must be in [0, 1).")
+    need(m[name] >= 1, f"model.{name}={m[name]} must be >= 1.")
+  need(m.hidden % m.heads == 0, f"model.hidden={m.hidden} must be a multiple of model.heads={m.heads}.")
+  need(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1).")
+
+
+def _check_values(c) -> None:
+  need = _need
+  _check_model(c.model)
+  need(c.model.ensemble.seeds >= 1, f"model.ensemble.seeds={c.model.ensemble.seeds} must be >= 1.")
+  from luce.train._ensemble import member_model_configs  # imports nothing of this module
+  members = member_model_configs(c.model)
+  for spec_index, member in enumerate(members):
+    spec = (list(c.model.ensemble.members) or [""])[spec_index // c.model.ensemble.seeds]
+    _check_model(member, f"model.ensemble.members entry {spec!r}")
   for name in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
                "max_to_keep", "eval_batch_size"):
     need(c.train[name] >= 1, f"train.{name}={c.train[name]} must be >= 1.")

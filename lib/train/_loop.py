@@ -28,16 +28,26 @@ from luce.models import PLFamily, max_available, take_events
 from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, checked_config, config_json, flatten,
                                 incompatible_changes)
 from luce.train._data import Prepared, baseline_scores, prepare, reference_scores
+from luce.train._ensemble import EnsembleFamily, member_model_configs
 from luce.train._step import (BAD_METRICS, TrainState, batch_sharding, host_copy, init_state,
                               make_mesh, make_optimizer, make_train_step, replicated)
 
 def build_family(config, prepared: Prepared):
-  """The family object of `config.model.family` for `prepared`'s events."""
-  make = FAMILIES[config.model.family]  # checked_config refused any other name
+  """The family object of `config.model.family` for `prepared`'s events; an
+  `EnsembleFamily` of the members when `model.ensemble` names any."""
+  members = member_model_configs(config.model)
+  if members:
+    return EnsembleFamily([_one_family(m, prepared) for m in members], n_items=prepared.n_items,
+                          kind=prepared.kind, k=prepared.k)
+  return _one_family(config.model, prepared)
+
+
+def _one_family(model_config, prepared: Prepared):
+  make = FAMILIES[model_config.family]  # checked_config refused any other name
   extra = {}
-  if make is PLFamily and config.model.entrants:
+  if make is PLFamily and model_config.entrants:
     extra["width"] = max_available(prepared.arrays["all"])
-  return make(config.model, n_items=prepared.n_items, kind=prepared.kind, k=prepared.k,
+  return make(model_config, n_items=prepared.n_items, kind=prepared.kind, k=prepared.k,
               item_names=prepared.item_names, **extra)
 
 
