@@ -117,12 +117,16 @@ class SubsetDenoiser(nn.Module):
     q = self.query_out(nn.gelu(self.query_in(q)))
     return enc["base"] + self._item_head(enc["keys"], q[..., None, :])
 
-  def denoise_ordered(self, enc, visible_rank, slots_left):
+  def denoise_ordered(self, enc, visible_rank, slots_left, ranks=None):
     """float32[..., B, k, n]: logits of the item at each rank (ordered variant).
 
     Each rank of a ranking is its own slot: `visible_rank` int[..., B, n] is
     the rank (0..k-1) of each visible item, -1 for the others; the output
     gives, for every rank p, the logits of the item at p.
+
+    With `ranks` int[..., B] (one rank per query) only that rank's logits are
+    computed: float32[..., B, n], equal to the full output at those ranks at
+    1/k of the cost (what the sampler asks for, one slot per step).
     """
     r = jnp.clip(jnp.asarray(slots_left, jnp.int32), 0, self.k)
     vis = (visible_rank >= 0)
@@ -130,6 +134,10 @@ class SubsetDenoiser(nn.Module):
     summed = jnp.where(vis[..., None], enc["values"] + rank_vec, 0.0)
     pooled = jnp.sum(summed, axis=-2) / self.k                            # [..., B, H]
     q = jnp.concatenate([pooled, self.slots_embedding(r)], axis=-1)
+    if ranks is not None:
+      q = self.query_in(q) + self.query_rank_embedding(jnp.asarray(ranks, jnp.int32))  # [..., B, H]
+      q = self.query_out(nn.gelu(q))
+      return enc["base"] + self._item_head(enc["keys"], q[..., None, :])
     q = self.query_in(q)[..., None, :] + self.query_rank_embedding(jnp.arange(self.k))  # [..., B, k, H]
     q = self.query_out(nn.gelu(q))
     return enc["base"][..., None, :] + self._item_head(enc["keys"][..., None, :, :], q[..., None, :])

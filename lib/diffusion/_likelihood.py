@@ -222,28 +222,44 @@ def diffusion_loss(logits_fn, subset, n, key, *, available=None, groups=None, qu
   return k * nll / r
 
 
+def _random_place(key, real):
+  """int32[B, k]: each slot's place in a uniform random order of the row's real
+  slots (places 0..L-1), the padding slots after them (places L..k-1); the
+  slots with place < L - r then form a uniform (L - r)-subset of the real ones."""
+  u = jnp.where(real, jax.random.uniform(key, real.shape), 2.0)
+  return jnp.argsort(jnp.argsort(u, axis=-1), axis=-1).astype(jnp.int32)
+
+
 def ordered_diffusion_loss(logits_fn_ordered, ranking, n, key, *, available=None):
   """One-sample MD4 loss for ordered lists, each rank its own slot:
 
-    k (1/r) sum_{p hidden} -log pi_p(ranking_p | visible ranks),
+    L (1/r) sum_{p hidden} -log pi_p(ranking_p | visible ranks),
+    r ~ U{1..L}, the visible ranks a uniform (L - r)-subset of the L real ones,
 
-  an unbiased estimate of a bound on -log p(ranking) (no k! term: order is
-  observed). The item at rank p may be any item not visible elsewhere.
+  an unbiased estimate of the bound `luce.diffusion.ranking_elbo` >= -log
+  p(ranking) (no k! term: the order is observed). L is the row's list
+  length: a top-L list is padded with -1 after its L items and only its L
+  ranks are slots (`luce.diffusion.exact_ranking_log_prob`). The item at
+  rank p may be any available item not visible elsewhere.
 
   Args:
     logits_fn_ordered: (visible_rank int[Q, B, n], slots_left int[Q, B]) ->
       float[Q, B, k, n], e.g. `SubsetDenoiser.denoise_ordered` with its
-      encoding bound.
-    ranking: int[B, k] item ids best first. key: a `jax.random.key`.
+      encoding bound; called with Q = 1 and slots_left = r.
+    ranking: int[B, k] item ids best first, -1 padding the end of a shorter
+      list. n: items. key: a `jax.random.key`.
+    available: optional bool[B, n] or bool[n] (False: never at any rank).
 
   Returns:
-    float32[B].
+    float32[B] (0 for a row that lists nothing).
   """
   b, k = ranking.shape
   ranking = jnp.asarray(ranking, jnp.int32)
+  real = ranking >= 0
+  length = jnp.sum(real, axis=-1).astype(jnp.int32)
   key_r, key_a = jax.random.split(key)
-  r = jax.random.randint(key_r, (b,), 1, k + 1)
-  shown = _random_order(key_a, b, k) < (k - r)[:, None]             # [B, k]: rank visible
+  r = jax.random.randint(key_r, (b,), 1, jnp.maximum(length, 1) + 1)
+  shown = _random_place(key_a, real) < (length - r)[:, None]          # [B, k]: rank visible
   rows = jnp.arange(b)[:, None]
   visible_rank = jnp.full((b, n), -1, jnp.int32).at[
       rows, jnp.where(shown, ranking, n)].set(jnp.broadcast_to(jnp.arange(k), (b, k)), mode="drop")
@@ -252,5 +268,6 @@ def ordered_diffusion_loss(logits_fn_ordered, ranking, n, key, *, available=None
     allowed &= available
   logits = logits_fn_ordered(visible_rank[None], r[None])[0]          # [B, k, n]
   log_pi = masked_log_softmax(logits, allowed[:, None, :])
-  at_rank = jnp.take_along_axis(log_pi, ranking[:, :, None], axis=-1)[..., 0]  # [B, k]
-  return k * -jnp.sum(jnp.where(shown, 0.0, at_rank), axis=-1) / r
+  at_rank = jnp.take_along_axis(log_pi, jnp.maximum(ranking, 0)[:, :, None], axis=-1)[..., 0]
+  nll = -jnp.sum(jnp.where(real & ~shown, at_rank, 0.0), axis=-1)
+  return length * nll / r

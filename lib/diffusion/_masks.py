@@ -52,12 +52,14 @@ def allowed_items(visible, slots_left, *, available=None, groups=None, quotas=No
 
 
 def masked_log_softmax(logits, allowed):
-  """log pi(i | A) = log softmax(logits + log M)_i: float32[..., n], -inf off M.
+  """log pi(i | A) = log softmax(logits + log M)_i: float32[..., n] (float64
+  for float64 logits), -inf off M.
 
   A row with no allowed item (only reachable when the set is already full)
   is all -inf.
   """
-  z = jnp.where(allowed, logits.astype(jnp.float32), -jnp.inf)
+  logits = jnp.asarray(logits)
+  z = jnp.where(allowed, logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), -jnp.inf)
   peak = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
   peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
   total = jnp.sum(jnp.where(allowed, jnp.exp(z - peak), 0.0), axis=-1, keepdims=True)
