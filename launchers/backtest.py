@@ -14,8 +14,9 @@ report's path and a short table: NLL (nats per event, exact), the model's skill
 over each baseline with its block-bootstrap interval and Diebold-Mariano
 p-value, the verdict in words and, for asset rankings, the top-k portfolio
 after costs against equal weight. Running again resumes after the last fold.
-Either model family walks forward: a diffusion model (sets, k <= 12) is scored
-by its exact NLL (subset recursion) and calibrated on its own samples.
+Either model family walks forward: a diffusion model (sets, or rankings by its
+ordered variant) is scored by its exact NLL (the subset recursion, k <= 12; the
+MD4 bound beyond, said in the table) and calibrated on its own samples.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ the data (refusing it if its hash differs from the checkpoint's), and prints
 NLL in nats per event (with a bootstrap 95% interval), hits@k and NDCG@k (ties
 counted in expectation: uniform scores k²/n) for the model, uniform, frequency
 PL, recency PL, static PL and, on synthetic data, the generating model
-(`oracle`). Both model families: a diffusion run's NLL is its exact subset
-recursion (or the MD4 bound for k > 12, said in the table).
+(`oracle`). Both model families: a diffusion run's NLL (sets, or rankings by
+the ordered variant) is its exact subset recursion (or the MD4 bound for
+k > 12, said in the table).
 Writes the same to DIR/eval_SPLIT.json (`models.NAME.nll_per_event`).
 """
 

@@ -18,7 +18,9 @@ expectation, the numbers luce-eval prints).
 
 For a diffusion run (model.family=diffusion) the samples and the draws behind
 `inclusion_prob` are sets from its exact sampler, k is the model's set size,
-and `scores` are the denoiser's first-pick logits.
+and `scores` are the denoiser's first-pick logits. On rankings they are the
+top k of rankings from the exact ordered sampler (any k up to the longest
+list), and `scores` are its rank-0 logits with nothing visible.
 """
 
 from __future__ import annotations
