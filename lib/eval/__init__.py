@@ -38,3 +38,4 @@ from luce.eval._portfolio import summary as portfolio_summary
 from luce.eval._walk_forward import (WalkForward, feature_groups, fold_steps, plan_folds, start_index,
                                      walk_forward)
 from luce.eval._report import asset_returns, score_backtest, summary_table, write_report
+from luce.eval._compare import compare_markdown, compare_models, parse_variant, write_compare
