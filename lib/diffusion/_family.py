@@ -67,6 +67,7 @@ class DiffusionModel(nn.Module):
   embed_dim: int = 16
   dropout: float = 0.0
   history_columns: tuple = ((), ())
+  state_size: int = 16
   mixer: str = "deepsets"
   denoiser_depth: int = 1
   ordered: bool = False
@@ -74,7 +75,8 @@ class DiffusionModel(nn.Module):
   def setup(self):
     self.scorer = PLScorer(n_items=self.n_items, encoder=self.encoder, hidden=self.hidden,
                            depth=self.depth, heads=self.heads, embed_dim=self.embed_dim,
-                           dropout=self.dropout, history_columns=self.history_columns)
+                           dropout=self.dropout, history_columns=self.history_columns,
+                           state_size=self.state_size)
     self.denoiser = SubsetDenoiser(n_items=self.n_items, k=self.k, hidden=self.hidden,
                                    depth=self.denoiser_depth, mixer=self.mixer, heads=self.heads)
 
@@ -133,6 +135,7 @@ class DiffusionFamily:
     self.model = DiffusionModel(n_items=n_items, k=k, encoder=m.encoder, hidden=m.hidden,
                                 depth=m.depth, heads=m.heads, embed_dim=m.embed_dim,
                                 dropout=m.dropout, history_columns=history_columns(item_names),
+                                state_size=m.get("state_size", 16),
                                 mixer=m.mixer, denoiser_depth=m.denoiser_depth,
                                 ordered=self.ordered)
     self._nll = jax.jit(self._nll_chunk, static_argnums=(3, 4))
