@@ -233,11 +233,19 @@ def test_diffusion_family_walks_forward_and_resumes(table_path, tmp_path):
   # Running again resumes after the last fold and changes nothing.
   again = le.walk_forward(config, tmp_path / "run", **quiet)
   np.testing.assert_array_equal(again.nll["model"], nll)
-  # Rankings are refused with the fix in the message.
+  # Rankings walk forward too, by the ordered variant: its exact NLL over the 3 ranks,
+  # inclusion in the top eval_k = 3 from its own sampled rankings.
   ranked = _config(f"events:{table_path[1]}")
   ranked["model"] = {**ranked["model"], "family": "diffusion"}
-  with pytest.raises(luce.ConfigError, match="unordered sets.*model.family='pl'"):
-    le.walk_forward(ranked, tmp_path / "ranked", **quiet)
+  wf = le.walk_forward(ranked, tmp_path / "ranked", **quiet)
+  assert wf.kind == "ranking" and wf.nll_kind == "exact"
+  nll = wf.nll["model"]
+  assert nll.shape == (50,) and np.all(np.isfinite(nll)) and np.all(nll > 0)
+  np.testing.assert_allclose(wf.inclusion["model"].sum(axis=1), 3.0, atol=1e-5)
+  assert np.all(wf.inclusion["model"][~wf.available] == 0)
+  result = le.score_backtest(wf)
+  assert result["family"] == "diffusion" and result["nll"] == "exact"
+  assert result["models"]["model"]["nll"] == pytest.approx(float(nll.mean()), rel=1e-6)
 
 
 def test_feature_groups_cover_every_column_once():

@@ -1,12 +1,14 @@
-"""luce.diffusion through the one loop: `--config.model.family=diffusion` end to end,
-with the same result keys as the PL family."""
+"""luce.diffusion through the one loop: `--config.model.family=diffusion` end to end on
+sets and rankings, with the same result keys as the PL family."""
 
 import json
+import math
 
 import jax
 import numpy as np
 import pytest
 
+import luce.data
 import luce.train
 from luce import diffusion as D
 from luce.configs import synthetic
@@ -82,11 +84,40 @@ def test_family_diffusion_trains_resumes_and_evaluates(tmp_path):
     luce.train.predict(run, "valid", samples=2, draws=50, k=2, seed=0)
 
 
-def test_diffusion_refuses_rankings_and_names_the_fix():
+def test_diffusion_trains_on_padded_rankings_and_bounds_them_above_the_exact_limit(tmp_path):
+  """Rankings use the ordered variant. Lists of 13 > EXACT_MAX_K ranks, a third of them
+  top-9 lists padded with -1: the model row is the Monte Carlo MD4 bound, said so."""
+  rng = np.random.default_rng(0)
+  m, n, k = 120, 16, 13
+  theta = rng.normal(0, 1, n)
+  items = np.full((m, k), -1, np.int32)
+  lengths = np.where(np.arange(m) % 3 == 0, 9, k)
+  for t in range(m):
+    items[t, :lengths[t]] = np.argsort(-(theta + rng.gumbel(size=n)))[:lengths[t]]
+  path = tmp_path / "ranked.parquet"
+  luce.data.write(luce.data.EventTable.from_arrays(items, catalog=n, kind="ranking"), path)
   c = _config("diffusion")
-  c.data.source = "synthetic:ranking?n_items=8&k=3&n_events=100"
+  c.data.source = f"events:{path}"
+  c.train.update(batch_size=16, num_steps=2, log_every=2, eval_every=2, checkpoint_every=2)
+  result = luce.train.train_and_evaluate(c, tmp_path / "run")
+  assert result["family"] == "diffusion" and result["nll"] == "bound"
+  valid = result["valid"]
+  # uniform over ordered lists: log n!/(n - L)! per event, L the event's own length
+  run = luce.train.load_run(tmp_path / "run")
+  arrays = run.prepared.arrays["valid"]
+  ell = (arrays["items"] >= 0).sum(axis=1)
+  want = np.mean([math.lgamma(n + 1) - math.lgamma(n - x + 1) for x in ell])
+  assert set(ell) == {9, 13}
+  assert abs(valid["uniform"]["nll_per_event"] - want) < 1e-3
+  assert np.isfinite(valid["model"]["nll_per_event"]) and valid["model"]["nll_per_event"] > 0
+  again = run.family.nll(run.params, arrays)                     # fixed keys: deterministic
+  np.testing.assert_array_equal(again, run.family.nll(run.params, arrays))
+  drawn = run.family.sample(run.params, arrays, jax.random.key(0), 2, 13)
+  assert all(len(set(r.tolist())) == 13 for r in drawn.reshape(-1, 13))
+  # The ordered denoiser has no transformer mixer: refused with the fix.
+  c.model.mixer = "transformer"
   config = luce.train.checked_config(c)
-  with pytest.raises(ConfigError, match="unordered sets.*model.family='pl'"):
+  with pytest.raises(ConfigError, match="deepsets mixer only; set model.mixer='deepsets'"):
     luce.train.build_family(config, luce.train.prepare(config))
 
 
