@@ -21,14 +21,15 @@ from luce.errors import InfeasibleError, InputError, ShapeError
 
 
 def _denoiser(n, k, seed, scale=0.8):
-  """A context-free denoiser with random parameters (the interaction weights are not
-  zero): its jitted ordered logits function."""
+  """A context-free denoiser with random parameters, every one drawn N(0, scale^2)
+  (so the interaction weights are not zero): its jitted ordered logits function.
+  Only the parameters' shapes come from Flax (eval_shape: no compile of init)."""
   model = D.SubsetDenoiser(n_items=n, k=k, hidden=8, depth=2)
-  params = model.init(jax.random.key(seed), None, jnp.zeros((1, n), bool), jnp.full((1,), k),
-                      method="init_all")["params"]
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  params = tree.unflatten([x + scale * jax.random.normal(key, x.shape) for x, key in zip(leaves, keys)])
+  shapes = jax.eval_shape(lambda key: model.init(key, None, jnp.zeros((1, n), bool),
+                                                 jnp.full((1,), k), method="init_all")["params"],
+                          jax.random.key(0))
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0.0, scale, x.shape), x.dtype), shapes)
   enc = model.apply({"params": params}, None, method="encode")
   return jax.jit(lambda v, r: model.apply({"params": params}, enc, v, r, method="denoise_ordered"))
 
@@ -239,21 +240,19 @@ def test_family_trains_and_runs_the_train_eval_predict_paths(tmp_path):
 
   arrays = run.prepared.arrays["test"]
   m = len(arrays["items"])
-  drawn = run.family.sample(run.params, arrays, jax.random.key(1), 5, 4)
-  assert drawn.shape == (m, 5, 4)
-  assert all(len(set(r.tolist())) == 4 and arrays["available"][e, r].all()
-             for e in range(m) for r in drawn[e])
   with pytest.raises(luce.ConfigError, match="pass 1 <= k <= 4"):
     run.family.sample(run.params, arrays, jax.random.key(1), 5, 5)
 
-  out, hits = luce.train.predict(run, "test", samples=3, draws=100, k=3, seed=0)   # luce-predict
+  # luce-predict (as many samples as draws: one sampler compile serves both)
+  out, hits = luce.train.predict(run, "test", samples=40, draws=40, k=3, seed=0)
   pq.write_table(out, tmp_path / "pred.parquet")
   back = pq.read_table(tmp_path / "pred.parquet")
   assert back.num_rows == m and hits["uniform"] == pytest.approx(9 / 8)
   inclusion = np.array(back.column("inclusion_prob").to_pylist())
   np.testing.assert_allclose(inclusion.sum(axis=1), 3.0, atol=1e-5)
   samples = np.array(back.column("samples").to_pylist())
-  assert samples.shape == (m, 3, 3)
-  assert all(len(set(r)) == 3 for r in samples.reshape(-1, 3).tolist())
+  assert samples.shape == (m, 40, 3)
+  assert all(len(set(r.tolist())) == 3 and arrays["available"][e, r].all()
+             for e in range(m) for r in samples[e])
   assert back.schema.metadata[b"luce.scores"].startswith(b"rank-0 logits")
   assert np.all(np.isfinite(np.array(back.column("scores").to_pylist())))
