@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       encoder="mlp", hidden=64, depth=2, heads=4, embed_dim=16, dropout=0.0, state_size=16))
   # "pl" (neural Plackett-Luce) or "diffusion" (luce.diffusion: the same encoder for the
-  # base logits plus a subset denoiser; sets only, scored by the exact subset recursion).
+  # base logits plus a subset denoiser; sets and rankings, scored by the exact recursion for k <= 12, the MD4 bound beyond).
   c.model.family = "pl"
   # PL scores each event's available items only, gathered into a [batch, most available]
   # block; False scores the whole catalog (the same scores, slower when events have few
