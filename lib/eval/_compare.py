@@ -60,7 +60,7 @@ def variant_config(config, overrides: dict):
   flat = flatten(config)
   for field, value in overrides.items():
     if field not in flat:
-      checked_config({field: value} if "." not in field else _nested(field, value))  # names it
+      checked_config(_nested(field, value))  # raises ConfigError naming the field
     flat[field] = list(value) if isinstance(value, tuple) else value
   nested: dict = {}
   for field, value in flat.items():

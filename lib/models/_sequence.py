@@ -104,9 +104,6 @@ class DiagonalSSM(nn.Module):
     state = a * state + u_t.astype(jnp.complex64) @ b.T
     return state, (state @ c.T).real + d * u_t
 
-  def initial_state(self, lead: tuple[int, ...]):
-    return jnp.zeros(lead + (self.state_size,), jnp.complex64)
-
 
 class _S5Block(nn.Module):
   """x + Dense(gelu(SSM(LayerNorm(x)))), position-wise apart from the SSM."""
