@@ -22,6 +22,19 @@ from luce.errors import (
 )
 from luce._checks import checked
 from luce.fit import CLFit, PLFit, fit_cl, fit_pl, listed_items
+from luce.fit import NormalPrior
+from luce.inference import (
+    Connectivity,
+    aic,
+    bic,
+    check_connected,
+    itempar,
+    likelihood_ratio_test,
+    quasi_variances,
+    summary_table,
+    vcov,
+)
+from luce.mixture import MixtureChoice, PLMixtureFit, fit_pl_mixture
 from luce.pl import pl_log_prob
 from luce.pl_set import pl_set_log_prob
 from luce.sampling import gumbel_noise, pl_sample

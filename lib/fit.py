@@ -12,9 +12,79 @@ import jax.numpy as jnp
 
 from luce import _checks
 from luce.errors import ConvergenceError, InputError, ShapeError
+from luce.inference import check_connected
 
 # The Newton step forms the n × n Fisher information in float64.
 MAX_ITEMS = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalPrior:
+  r"""A multivariate normal prior on the log-strengths θ ~ N(mean, cov).
+
+  Give the covariance or its inverse, the precision (not both). A float
+  `prior=p` of `fit_pl` is NormalPrior(0, precision=p·I).
+
+  Attributes:
+    mean: float or float[n]: prior mean of θ (a float is the same for every
+      item).
+    cov: float[n, n] symmetric positive-definite covariance, or None.
+    precision: float[n, n] symmetric positive-semidefinite precision, or
+      None. A singular precision leaves some directions flat (e.g. a prior
+      on contrasts only); the data must identify those.
+  """
+  mean: object = 0.0
+  cov: object = None
+  precision: object = None
+
+  def __post_init__(self):
+    if (self.cov is None) == (self.precision is None):
+      raise InputError("NormalPrior takes exactly one of cov= (covariance) and precision=.")
+    name = "cov" if self.cov is not None else "precision"
+    mat = np.asarray(self.cov if self.cov is not None else self.precision, np.float64)
+    if mat.ndim != 2 or mat.shape[0] != mat.shape[1] or mat.shape[0] == 0:
+      raise ShapeError(f"NormalPrior {name} must be a square float[n, n] matrix, got shape "
+                       f"{list(mat.shape)}.")
+    if not np.all(np.isfinite(mat)):
+      raise InputError(f"NormalPrior {name} has non-finite entries.")
+    if not np.allclose(mat, mat.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(mat).max())):
+      i, j = np.argwhere(~np.isclose(mat, mat.T, rtol=1e-10))[0]
+      raise InputError(f"NormalPrior {name} is not symmetric: {name}[{i}, {j}] = {mat[i, j]:.6g} "
+                       f"but {name}[{j}, {i}] = {mat[j, i]:.6g}.")
+    mat = 0.5 * (mat + mat.T)
+    lam = np.linalg.eigvalsh(mat)
+    scale = max(float(np.abs(lam).max()), 1e-300)
+    if name == "cov" and lam[0] <= 1e-12 * scale:
+      raise InputError(f"NormalPrior cov must be positive definite; its smallest eigenvalue is "
+                       f"{lam[0]:.3g} (largest {lam[-1]:.3g}). For a prior that is flat in some "
+                       f"directions pass precision= instead.")
+    if name == "precision" and lam[0] < -1e-10 * scale:
+      raise InputError(f"NormalPrior precision must be positive semidefinite; its smallest "
+                       f"eigenvalue is {lam[0]:.3g}.")
+    mean = np.asarray(self.mean, np.float64)
+    if mean.ndim > 1 or (mean.ndim == 1 and mean.shape[0] != mat.shape[0]):
+      raise ShapeError(f"NormalPrior mean must be a float or float[n={mat.shape[0]}], got shape "
+                       f"{list(mean.shape)}.")
+    if not np.all(np.isfinite(mean)):
+      raise InputError("NormalPrior mean has non-finite entries.")
+
+  @property
+  def n_items(self) -> int:
+    return int(np.asarray(self.cov if self.cov is not None else self.precision).shape[0])
+
+  def mean_vector(self) -> np.ndarray:
+    """float64[n] the prior mean."""
+    return np.broadcast_to(np.asarray(self.mean, np.float64), (self.n_items,)).copy()
+
+  def precision_matrix(self) -> np.ndarray:
+    """float64[n, n] the prior precision (the inverse covariance)."""
+    if self.precision is not None:
+      mat = np.asarray(self.precision, np.float64)
+      return 0.5 * (mat + mat.T)
+    with threadpool_limits(1):
+      cov = np.asarray(self.cov, np.float64)
+      inv = np.linalg.inv(0.5 * (cov + cov.T))
+    return 0.5 * (inv + inv.T)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,37 +95,68 @@ class PLFit:
     log_strengths: float64[n] log-strengths θ, centred (mean 0); item i beats
       item j in a pairwise choice with probability σ(θ_i − θ_j).
     stderr: float64[n] standard errors of the centred θ from the Fisher
-      information (with the prior's precision added).
-    covariance: float64[n, n] covariance of the centred θ.
-    log_likelihood: log-likelihood of the data at θ (without the prior), nats.
+      information of the rankings (with the prior's precision added; never
+      the pseudo-rankings': see `fit_pl`).
+    covariance: float64[n, n] covariance of the centred θ (sum-to-zero
+      constraint; `luce.vcov` gives it under another).
+    log_likelihood: log-likelihood of the rankings at θ (without the prior
+      or the pseudo-rankings), nats.
     n_iter: Newton iterations taken.
-    prior: the prior precision used.
+    prior: the prior used: a float precision on each θ_i, or a NormalPrior.
+    npseudo: pseudo-rankings per item and direction (0: none).
+    log_posterior: the maximised objective: log-likelihood of the rankings
+      plus that of the pseudo-rankings minus ½ (θ − μ)ᵀ Λ (θ − μ), at the
+      fitted θ (uncentred, the ghost item at 0), nats.
+    n_obs: number of rankings that carry information, counted with their
+      counts (R's nobs; the N of BIC).
   """
   log_strengths: np.ndarray
   stderr: np.ndarray
   covariance: np.ndarray
   log_likelihood: float
   n_iter: int
-  prior: float
+  prior: object
+  npseudo: float = 0.0
+  log_posterior: float = float("nan")
+  n_obs: float = float("nan")
 
 
-def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior: float = 0.01,
+def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseudo: float = 0.0,
            tol: float = 1e-9, max_iter: int = 100) -> PLFit:
-  r"""Maximum-likelihood Plackett-Luce strengths from top-k lists.
+  r"""Maximum-likelihood (or MAP) Plackett-Luce strengths from top-k lists.
 
   Each row of `rankings` is a list best first: its first item was chosen from
   every available item, the second from those left, and so on. A full ranking
   lists every available item; a top-k list stops early, and the items it never
   lists were available but not chosen. The objective is
 
-    Σ_r c_r log P(ranking_r | θ) − prior/2 · ‖θ‖²,
+    Σ_r c_r log P(ranking_r | θ)
+      + npseudo Σ_i [θ_i − 2 log(1 + e^{θ_i})]      (pseudo-rankings)
+      − ½ (θ − μ)ᵀ Λ (θ − μ)                          (prior),
 
   maximised by Newton's method with a backtracking line search, in float64.
   The Fisher information is assembled in O(m·k² + n²) from sums over stages
   (plus an m·n² product when `where` is given) instead of one n × n outer
-  product per stage. The prior is a Gaussian with precision `prior` on each θ_i:
-  it keeps items that never won, never lost or never appeared finite (at 0
-  for the latter) and has a negligible effect on well-observed items.
+  product per stage.
+
+  Pseudo-rankings (`npseudo` = N > 0) are those of R's PlackettLuce: a ghost
+  item with log-strength fixed at 0 that each item beats N times and loses to
+  N times in pairwise rankings. They connect any comparison network, so the
+  estimate always exists, and shrink θ towards the ghost. The ghost's
+  parameter is dropped from the result and, as PlackettLuce reports them,
+  `log_likelihood` is that of the real rankings only (at the fitted θ) and
+  `covariance`/`stderr` come from the real rankings' Fisher information (plus
+  the prior's precision): where the real rankings leave groups of items that
+  never meet (no prior), those are not finite (`covariance` NaN, `stderr`
+  inf). `log_posterior` is the objective with the pseudo-rankings.
+
+  The prior is a Gaussian N(μ, Λ⁻¹) on θ: `prior=p` (a float) is N(0, I/p),
+  a ridge that keeps items that never won, never lost or never appeared
+  finite (at 0 for the latter) and has a negligible effect on well-observed
+  items; `prior=luce.NormalPrior(mean, cov=...)` (or `precision=`) is any
+  normal prior, as PlackettLuce's `normal = list(mu, Sigma)`. The result is
+  then the posterior mode (MAP) and its covariance the inverse of the
+  information plus Λ.
 
   Args:
     rankings: int[m, k] item ids best first, −1 padding the end of shorter
@@ -66,16 +167,28 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior: float = 0.
       (each row lists all its items), pass `where` = the items listed, e.g.
       `luce.listed_items(rankings, n_items)`.
     counts: float[m] or None, ≥ 0: how many times each row was observed.
-    prior: precision of the Gaussian prior, ≥ 0. With 0 the plain MLE is
-      returned if it exists (every item must both win and lose somewhere in a
-      connected comparison graph); otherwise ConvergenceError says so.
+    prior: None, a float precision ≥ 0, or a NormalPrior over the n items.
+      None is 0.01 without pseudo-rankings and 0 with them. With 0 and no
+      pseudo-rankings the plain MLE is returned if it exists (the win graph
+      must be strongly connected, `luce.check_connected`); otherwise
+      ConvergenceError names the components and items that break it.
+    npseudo: pseudo-rankings per item and direction, ≥ 0 (PlackettLuce's
+      default is 0.5).
     tol: stop when the Newton decrement is below tol (nats).
     max_iter: most Newton iterations.
 
   Returns:
     PLFit with centred log-strengths, standard errors and log-likelihood.
   """
-  r, avail, c, n = _check_rankings(rankings, n_items, where, counts, prior, "fit_pl")
+  if not (isinstance(npseudo, (int, float, np.integer, np.floating)) and np.isfinite(npseudo)
+          and npseudo >= 0):
+    raise InputError(f"npseudo must be a finite number ≥ 0 (pseudo-rankings per item), got "
+                     f"{npseudo!r}.")
+  npseudo = float(npseudo)
+  if prior is None:
+    prior = 0.01 if npseudo == 0 else 0.0
+  r, avail, c, n = _check_rankings(rankings, n_items, where, counts, 0.0, "fit_pl")
+  mu, lam, record = _prior_terms(prior, n)
 
   # Drop rows that carry no information up front (all padding, zero count).
   keep = (r[:, 0] >= 0) & (c > 0)
@@ -85,22 +198,42 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior: float = 0.
   # Rows that list every available item have no unpicked remainder; knowing it
   # structurally keeps the remainder exactly 0 instead of a rounding residue.
   complete = (r >= 0).sum(axis=1) == n_avail
+  # A row whose only choice is forced (one available item) still counts.
+  n_obs = float(c.sum())
 
-  if prior == 0:
+  no_prior = lam is None or not np.any(lam)
+  if no_prior and npseudo == 0:
     _check_mle_exists(r, avail, n)
+  # The likelihood is flat along θ + const; the prior or the ghost may fix it.
+  lam_mat = np.zeros((n, n)) if lam is None else lam
+  flat = npseudo == 0 and np.abs(lam_mat.sum(axis=1)).max() <= 1e-12 * max(1.0, np.abs(lam_mat).max())
+
+  def penalty(theta):
+    """(value, gradient, negative Hessian) of the pseudo-rankings and prior."""
+    d = theta - mu
+    val = -0.5 * float(d @ lam_mat @ d)
+    grad = -(lam_mat @ d)
+    hess = lam_mat.copy()
+    if npseudo:
+      sig = 0.5 * (1.0 + np.tanh(0.5 * theta))
+      val += npseudo * float(np.sum(theta - 2.0 * np.logaddexp(0.0, theta)))
+      grad = grad + npseudo * (1.0 - 2.0 * sig)
+      hess[np.diag_indices(n)] += 2.0 * npseudo * sig * (1.0 - sig)
+    return val, grad, hess
 
   with jax.enable_x64(True):
     data = (jnp.asarray(r), None if avail is None else jnp.asarray(avail),
             jnp.asarray(c), jnp.asarray(complete))
-    theta = jnp.zeros(n, jnp.float64)
-    ll, grad, hess = _derivatives(theta, *data, n=n)
-    obj = float(ll) - 0.5 * prior * float(theta @ theta)
+    theta = mu.copy()
+    ll, grad, hess = _derivatives(jnp.asarray(theta), *data, n=n)
+    pen, pgrad, phess = penalty(theta)
+    obj = float(ll) + pen
     decrement = np.inf
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported after the loop)
-      g = np.asarray(grad) - prior * np.asarray(theta)
-      h = np.asarray(hess) + prior * np.eye(n)
-      step = _solve(h, g)
+      g = np.asarray(grad) + pgrad
+      h = np.asarray(hess) + phess
+      step = _solve(h, g, flat)
       decrement = float(g @ step)
       if decrement / 2 < tol:
         break
@@ -109,38 +242,70 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior: float = 0.
       t = 1.0
       while True:
         cand = theta + t * step
-        ll_c, grad_c, hess_c = _derivatives(cand, *data, n=n)
-        obj_c = float(ll_c) - 0.5 * prior * float(cand @ cand)
+        ll_c, grad_c, hess_c = _derivatives(jnp.asarray(cand), *data, n=n)
+        pen_c = penalty(cand)
+        obj_c = float(ll_c) + pen_c[0]
         if obj_c >= obj + 0.25 * t * decrement or t < 1e-8:
           break
         t *= 0.5
       theta, ll, grad, hess, obj = cand, ll_c, grad_c, hess_c, obj_c
-      if float(jnp.max(jnp.abs(theta))) > 60.0:
+      pen, pgrad, phess = pen_c
+      if float(np.max(np.abs(theta - theta.mean()))) > 60.0:
         break
     else:
       it = max_iter
-    theta = np.asarray(theta)
     hess = np.asarray(hess)
     ll = float(ll)
 
   spread = theta.max() - theta.min() if n > 1 else 0.0
   if decrement / 2 >= tol or spread > 100.0:
     hint = ("some items may always win or always lose (or the comparison graph "
-            "is disconnected); use prior > 0" if prior == 0 else
+            "is disconnected); use prior > 0 or npseudo > 0" if no_prior and npseudo == 0 else
             "increase max_iter or the prior")
     raise ConvergenceError(
         f"fit_pl did not converge in {it} Newton iterations (Newton decrement "
         f"{decrement / 2:.3g} > tol {tol:g}, log-strength spread {spread:.3g}): {hint}.")
 
+  # Standard errors from the real rankings' information plus the prior's
+  # precision (not the pseudo-rankings', as PlackettLuce's vcov).
   centre = np.eye(n) - 1.0 / n
-  cov = centre @ _inverse(hess + prior * np.eye(n)) @ centre
+  fix_cov = not np.abs(lam_mat.sum(axis=1)).max() > 1e-12 * max(1.0, np.abs(lam_mat).max())
+  singular = False
+  if npseudo and no_prior and n > 1:
+    singular = not check_connected(r, n, avail).weakly_connected
+  if singular:
+    cov = np.full((n, n), np.nan)
+    stderr = np.full(n, np.inf)
+  else:
+    cov = centre @ _inverse(hess + lam_mat, fix_cov) @ centre
+    cov = 0.5 * (cov + cov.T)
+    stderr = np.sqrt(np.clip(np.diag(cov), 0.0, None))
   return PLFit(
       log_strengths=theta - theta.mean(),
-      stderr=np.sqrt(np.clip(np.diag(cov), 0.0, None)),
+      stderr=stderr,
       covariance=cov,
       log_likelihood=ll,
       n_iter=it,
-      prior=float(prior))
+      prior=record,
+      npseudo=npseudo,
+      log_posterior=float(obj),
+      n_obs=n_obs)
+
+
+def _prior_terms(prior, n):
+  """(mean float64[n], precision float64[n, n] or None, the prior to record)."""
+  if isinstance(prior, NormalPrior):
+    if prior.n_items != n:
+      raise ShapeError(f"the NormalPrior is over {prior.n_items} items but n_items = {n}; its "
+                       f"mean and covariance must be float[{n}] and float[{n}, {n}].")
+    return prior.mean_vector(), prior.precision_matrix(), prior
+  if isinstance(prior, (bool, np.bool_)) or not isinstance(prior, (int, float, np.integer, np.floating)):
+    raise InputError(f"prior must be a float precision ≥ 0 or a luce.NormalPrior, got "
+                     f"{type(prior).__name__} {prior!r}.")
+  p = float(prior)
+  if not (np.isfinite(p) and p >= 0):
+    raise InputError(f"prior must be a finite number ≥ 0, got {prior}.")
+  return np.zeros(n), (p * np.eye(n) if p > 0 else None), p
 
 
 def _check_rankings(rankings, n_items, where, counts, prior, fn: str):
@@ -191,55 +356,30 @@ def listed_items(rankings, n_items: int) -> np.ndarray:
 
 
 def _check_mle_exists(r, avail, n):
-  """Raise unless the MLE exists: Hunter's (2004) condition.
-
-  The MLE exists iff the graph with an edge j → i whenever i was chosen while
-  j was still in the race is strongly connected.
-  """
-  from scipy.sparse.csgraph import connected_components
-
-  m, k = r.shape
-  valid = r >= 0
-  row, slot = np.nonzero(valid)
-  picks = np.zeros((m, n))
-  picks[row, r[row, slot]] = 1.0
-  # beats[i, j]: i chosen while j available (every item, without `where`).
-  if avail is None:
-    beats = np.repeat(picks.sum(axis=0)[:, None], n, axis=1)
-  else:
-    beats = picks.T @ avail.astype(float)
-  # ... less the times j had already been picked before i in that row.
-  pair = valid[:, :, None] & valid[:, None, :] & np.triu(np.ones((k, k), bool), 1)
-  row, first, second = np.nonzero(pair)
-  np.subtract.at(beats, (r[row, second], r[row, first]), 1.0)
-  np.fill_diagonal(beats, 0.0)
-  edges = beats > 0.5
-  count, _ = connected_components(edges.T, directed=True, connection="strong")
-  if count > 1:
-    never_won = np.flatnonzero(~edges.any(axis=1))[:5].tolist()
-    never_lost = np.flatnonzero(~edges.any(axis=0))[:5].tolist()
+  """Raise unless the MLE exists: the win graph is strongly connected
+  (Hunter 2004; see `luce.check_connected`)."""
+  conn = check_connected(r, n, avail)
+  if not conn.connected:
     raise ConvergenceError(
-        f"the maximum-likelihood estimate does not exist with prior=0: the "
-        f"comparison graph splits into {count} parts that do not beat each "
-        f"other both ways (items that never beat another: {never_won}, items "
-        f"never beaten: {never_lost}, first five of each); use prior > 0.")
+        f"the maximum-likelihood estimate does not exist with prior=0 and npseudo=0: "
+        f"{conn.describe()}; use prior > 0 or npseudo > 0 (pseudo-rankings).")
 
 
-def _solve(h, g):
+def _solve(h, g, flat: bool = True):
   # The log-likelihood is flat along the all-ones direction (θ + const gives
-  # the same model); adding 11ᵀ/n fixes that direction without changing the
-  # step in the others, since g is orthogonal to 1. One BLAS thread: BLAS
-  # threads spinning against XLA's for the same cores made a 200 × 200 solve
-  # up to 100× slower.
+  # the same model); unless the prior or the ghost item fixes it, adding
+  # 11ᵀ/n fixes that direction without changing the step in the others, since
+  # g is then orthogonal to 1. One BLAS thread: BLAS threads spinning against
+  # XLA's for the same cores made a 200 × 200 solve up to 100× slower.
   n = h.shape[0]
   with threadpool_limits(1):
-    return np.linalg.solve(h + np.full((n, n), 1.0 / n), g)
+    return np.linalg.solve(h + np.full((n, n), 1.0 / n) if flat else h, g)
 
 
-def _inverse(h):
+def _inverse(h, flat: bool = True):
   n = h.shape[0]
   with threadpool_limits(1):
-    return np.linalg.inv(h + np.full((n, n), 1.0 / n))
+    return np.linalg.inv(h + np.full((n, n), 1.0 / n) if flat else h)
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
