@@ -25,10 +25,14 @@ def test_fit_prints_strengths_of_nascar(tmp_path, monkeypatch):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "36 events, 87 items" in proc.stdout
   # Hunter (2004) / PlackettLuce: PJ Jones and Scott Pruett, one race each, top the list.
-  first = proc.stdout.splitlines()[3]
-  assert "PJ Jones" in first, proc.stdout
+  printed = proc.stdout.splitlines()
+  header = next(i for i, line in enumerate(printed) if line.lstrip().startswith("rank"))
+  assert "PJ Jones" in printed[header + 1], proc.stdout
+  assert "availability: listed" in proc.stdout and "as --available says" in proc.stdout
+  # --out is --output's alias: FILE.csv and FILE.json.
   lines = out.read_text().splitlines()
   assert lines[0].startswith("rank,item,log_strength,stderr") and len(lines) == 88
+  assert out.with_suffix(".json").exists()
 
 
 def test_fit_bad_source_is_a_clear_error():
