@@ -6,14 +6,18 @@ import dataclasses
 import numbers
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 import jax
 import jax.numpy as jnp
 
 from luce import _checks
 from luce.errors import ConvergenceError, InputError, ShapeError
-from luce.fit import fit_pl
+from luce.fit import _derivatives, fit_pl
 from luce.pl import pl_log_prob
 from luce.sampling import pl_sample
+
+# Newton decrement at which an M-step stops (fit_pl's default tol).
+_NEWTON_TOL = 1e-9
 
 # Responsibilities are floored here before they become fit_pl counts: fit_pl
 # drops zero-count rows, and a row set that changes between EM iterations
@@ -307,12 +311,16 @@ def fit_pl_mixture(rankings, n_items: int, n_groups, *, where=None, counts=None,
           f"n_groups = {g} is above the number of {what} ({n_data_units}); a mixture needs at "
           f"least one unit per component.")
 
+  n_avail = np.full(m, n) if avail is None else avail.sum(axis=1)
+  complete = (r >= 0).sum(axis=1) == n_avail
   data = _EMData(r=r, avail=avail, c=c, n=n, unit=unit, n_units=n_units,
-                 unit_weight=unit_weight, inner=inner, per_ranker=rankers is not None,
+                 unit_weight=unit_weight, inner=inner, complete=complete, per_ranker=rankers is not None,
                  prior=float(prior))
   rows, fits = [], []
   for g in candidates:
-    fit = _fit_groups(data, g, restarts, seed, tol, max_iter)
+    # One BLAS thread for the small Newton solves (see fit_pl's `_solve`).
+    with threadpool_limits(1):
+      fit = _fit_groups(data, g, restarts, seed, tol, max_iter)
     p = (g - 1) + g * (n - 1)
     ll = fit["log_likelihood"]
     bic = -2 * ll + p * np.log(max(n_obs, 1.0))
@@ -351,6 +359,7 @@ class _EMData:
   n_units: int
   unit_weight: np.ndarray  # float64[U] a_u (0: no data)
   inner: np.ndarray        # float64[m] multiplier of log P inside a unit
+  complete: np.ndarray     # bool[m] rows that list every available item
   per_ranker: bool
   prior: float
 
@@ -378,8 +387,8 @@ def _fit_groups(d: _EMData, g: int, restarts: int, seed: int, tol: float, max_it
         f"fit_pl_mixture with n_groups = {g} did not converge in max_iter = {max_iter} EM "
         f"iterations in any of {restarts} restarts (smallest last relative change "
         f"{last_change:.3g} > tol {tol:g}); increase max_iter or tol.")
+  best = _final_step(d, best)
   order = np.argsort(-best["weights"], kind="stable")
-  best = dict(best)
   for name in ("weights", "theta", "stderr"):
     best[name] = best[name][order]
   best["resp"] = best["resp"][:, order]
@@ -387,18 +396,36 @@ def _fit_groups(d: _EMData, g: int, restarts: int, seed: int, tol: float, max_it
   return best
 
 
+def _final_step(d: _EMData, run: dict) -> dict:
+  """One last EM iteration whose M-step is `fit_pl` itself (from θ = 0, to its
+  tolerance), which also gives the standard errors conditional on the
+  responsibilities."""
+  resp = run["resp"]
+  g = resp.shape[1]
+  fits = [fit_pl(d.r, d.n, where=d.avail, prior=d.prior,
+                 counts=d.c * np.maximum(resp[d.unit, j], _FLOOR)) for j in range(g)]
+  theta = np.stack([f.log_strengths for f in fits])
+  weights = (d.unit_weight @ resp) / d.unit_weight.sum()
+  joint, ll = _e_step(d, theta, weights)
+  obj = ll - 0.5 * d.prior * float(np.sum(theta * theta))
+  resp = np.exp(joint - _logsumexp(joint, axis=1, keepdims=True))
+  trace = np.append(run["trace"], obj)
+  return dict(run, weights=weights, theta=theta, stderr=np.stack([f.stderr for f in fits]),
+              resp=resp, log_likelihood=ll, objective=obj, trace=trace, n_iter=len(trace))
+
+
 def _em(d: _EMData, resp: np.ndarray, tol: float, max_iter: int) -> dict:
   """One EM run from responsibilities float64[U, G]."""
   g = resp.shape[1]
   total = d.unit_weight.sum()
   trace, converged, change = [], False, np.inf
-  theta = stderr = weights = None
-  for _ in range(max_iter):
-    # M-step.
-    fits = [fit_pl(d.r, d.n, where=d.avail, prior=d.prior,
-                   counts=d.c * np.maximum(resp[d.unit, j], _FLOOR)) for j in range(g)]
-    theta = np.stack([f.log_strengths for f in fits])
-    stderr = np.stack([f.stderr for f in fits])
+  theta = np.zeros((g, d.n))
+  for it in range(max_iter):
+    # M-step: each component's weighted PL fit, warm-started at the last θ.
+    # After the first, one Newton step (with its line search) is enough: it
+    # raises the expected log-likelihood (a generalised EM, still monotone),
+    # and near the optimum it lands within a hair of the exact M-step.
+    theta = _m_step(d, theta, d.c[None, :] * resp[d.unit].T, max_steps=100 if it == 0 else 1)
     weights = (d.unit_weight @ resp) / total
     # E-step.
     joint, ll = _e_step(d, theta, weights)
@@ -410,9 +437,56 @@ def _em(d: _EMData, resp: np.ndarray, tol: float, max_iter: int) -> dict:
     if g == 1 or abs(change) < tol:
       converged = True
       break
-  return dict(weights=weights, theta=theta, stderr=stderr, resp=resp, log_likelihood=ll,
-              objective=trace[-1], trace=np.asarray(trace), n_iter=len(trace),
-              converged=converged, last_change=abs(change))
+  return dict(weights=weights, theta=theta, resp=resp, log_likelihood=ll, objective=trace[-1],
+              trace=np.asarray(trace), n_iter=len(trace), converged=converged,
+              last_change=abs(change))
+
+
+def _m_step(d: _EMData, theta, counts, max_steps: int):
+  """θ float64[G, n] raising Σ_e counts[g, e] log P(e | θ_g) − prior/2 ‖θ_g‖²
+  for every g: up to `max_steps` Newton steps from `theta` (fit_pl's
+  derivatives; fit_pl itself always starts from θ = 0, while EM's consecutive
+  M-steps are close, so a warm start needs a step or two instead of six).
+  Each step backtracks until the objective rises, so EM stays monotone."""
+  n, prior = d.n, d.prior
+  flat = np.full((n, n), 1.0 / n)   # fixes θ + const, as fit_pl's solve does
+  with jax.enable_x64(True):
+    data = (jnp.asarray(d.r), None if d.avail is None else jnp.asarray(d.avail),
+            jnp.asarray(counts), jnp.asarray(d.complete))
+
+    def evaluate(th):
+      # One component at a time: the compiled step depends on the data's
+      # shape only (shared with fit_pl's), not on G.
+      out = [_derivatives(jnp.asarray(th[j]), data[0], data[1], data[2][j], data[3], n=n)
+             for j in range(th.shape[0])]
+      ll, grad, hess = (np.stack([np.asarray(o[i]) for o in out]) for i in range(3))
+      obj = ll - 0.5 * prior * np.sum(th * th, axis=1)
+      return obj, grad - prior * th, hess + prior * np.eye(n)
+
+    obj, grad, hess = evaluate(theta)
+    for _ in range(max_steps):
+      step = np.linalg.solve(hess + flat, grad[..., None])[..., 0]
+      dec = np.sum(grad * step, axis=1)
+      todo = dec / 2 >= _NEWTON_TOL
+      if not todo.any():
+        break
+      t = np.where(todo, 1.0, 0.0)
+      while True:
+        cand = theta + t[:, None] * step
+        obj_c, grad_c, hess_c = evaluate(cand)
+        bad = todo & (obj_c < obj + 0.25 * t * dec) & (t >= 1e-8)
+        if not bad.any():
+          break
+        t = np.where(bad, 0.5 * t, t)
+      ok = obj_c >= obj   # never accept a step that lowers the objective
+      theta = np.where(ok[:, None], cand, theta)
+      obj = np.where(ok, obj_c, obj)
+      grad = np.where(ok[:, None], grad_c, grad)
+      hess = np.where(ok[:, None, None], hess_c, hess)
+      if not ok[todo].any():
+        break
+  # The likelihood is flat along θ + const; centring only lowers the penalty.
+  return theta - theta.mean(axis=1, keepdims=True)
 
 
 def _e_step(d: _EMData, theta, weights):
@@ -428,9 +502,10 @@ def _e_step(d: _EMData, theta, weights):
 def _component_log_prob(theta, r, avail):
   """float64[G, m] PL log-probability of each list under each component."""
   with jax.enable_x64(True):
-    s = jnp.asarray(np.asarray(theta, np.float64))[:, None, :]
-    out = pl_log_prob(s, jnp.asarray(r), where=None if avail is None else jnp.asarray(avail))
-    return np.asarray(out, np.float64)
+    r, avail = jnp.asarray(r), None if avail is None else jnp.asarray(avail)
+    # One component at a time: one compilation per data shape, whatever G.
+    return np.stack([np.asarray(pl_log_prob(jnp.asarray(np.asarray(th, np.float64)), r,
+                                            where=avail), np.float64) for th in theta])
 
 
 def _logsumexp(x, axis, keepdims=False):
