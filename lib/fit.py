@@ -188,7 +188,7 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
   if prior is None:
     prior = 0.01 if npseudo == 0 else 0.0
   r, avail, c, n = _check_rankings(rankings, n_items, where, counts, 0.0, "fit_pl")
-  mu, lam, record = _prior_terms(prior, n)
+  mu, ridge, lam, record = _prior_terms(prior, n)
 
   # Drop rows that carry no information up front (all padding, zero count).
   keep = (r[:, 0] >= 0) & (c > 0)
@@ -201,25 +201,30 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
   # A row whose only choice is forced (one available item) still counts.
   n_obs = float(c.sum())
 
-  no_prior = lam is None or not np.any(lam)
+  no_prior = ridge == 0 and (lam is None or not np.any(lam))
   if no_prior and npseudo == 0:
     _check_mle_exists(r, avail, n)
-  # The likelihood is flat along θ + const; the prior or the ghost may fix it.
-  lam_mat = np.zeros((n, n)) if lam is None else lam
-  flat = npseudo == 0 and np.abs(lam_mat.sum(axis=1)).max() <= 1e-12 * max(1.0, np.abs(lam_mat).max())
+  # The likelihood is flat along θ + const; the prior (Λ1 ≠ 0) or the ghost
+  # may fix that direction.
+  free_shift = ridge == 0 and (lam is None or np.abs(lam.sum(axis=1)).max()
+                               <= 1e-12 * max(1.0, np.abs(lam).max()))
+  flat = npseudo == 0 and free_shift
+  diag = np.diag_indices(n)
 
   def penalty(theta):
-    """(value, gradient, negative Hessian) of the pseudo-rankings and prior."""
+    """Value, gradient and negative-Hessian diagonal of the pseudo-rankings
+    and prior (the prior's full precision, if any, is added separately)."""
     d = theta - mu
-    val = -0.5 * float(d @ lam_mat @ d)
-    grad = -(lam_mat @ d)
-    hess = lam_mat.copy()
+    lam_d = ridge * d if lam is None else ridge * d + lam @ d
+    val = -0.5 * float(d @ lam_d)
+    grad = -lam_d
+    hdiag = np.full(n, float(ridge))
     if npseudo:
       sig = 0.5 * (1.0 + np.tanh(0.5 * theta))
       val += npseudo * float(np.sum(theta - 2.0 * np.logaddexp(0.0, theta)))
       grad = grad + npseudo * (1.0 - 2.0 * sig)
-      hess[np.diag_indices(n)] += 2.0 * npseudo * sig * (1.0 - sig)
-    return val, grad, hess
+      hdiag = hdiag + 2.0 * npseudo * sig * (1.0 - sig)
+    return val, grad, hdiag
 
   with jax.enable_x64(True):
     data = (jnp.asarray(r), None if avail is None else jnp.asarray(avail),
@@ -232,7 +237,10 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported after the loop)
       g = np.asarray(grad) + pgrad
-      h = np.asarray(hess) + phess
+      h = np.array(hess)
+      h[diag] += phess
+      if lam is not None:
+        h += lam
       step = _solve(h, g, flat)
       decrement = float(g @ step)
       if decrement / 2 < tol:
@@ -269,7 +277,6 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
   # Standard errors from the real rankings' information plus the prior's
   # precision (not the pseudo-rankings', as PlackettLuce's vcov).
   centre = np.eye(n) - 1.0 / n
-  fix_cov = not np.abs(lam_mat.sum(axis=1)).max() > 1e-12 * max(1.0, np.abs(lam_mat).max())
   singular = False
   if npseudo and no_prior and n > 1:
     singular = not check_connected(r, n, avail).weakly_connected
@@ -277,7 +284,11 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
     cov = np.full((n, n), np.nan)
     stderr = np.full(n, np.inf)
   else:
-    cov = centre @ _inverse(hess + lam_mat, fix_cov) @ centre
+    info = np.array(hess)
+    info[diag] += ridge
+    if lam is not None:
+      info += lam
+    cov = centre @ _inverse(info, free_shift) @ centre
     cov = 0.5 * (cov + cov.T)
     stderr = np.sqrt(np.clip(np.diag(cov), 0.0, None))
   return PLFit(
@@ -293,19 +304,20 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
 
 
 def _prior_terms(prior, n):
-  """(mean float64[n], precision float64[n, n] or None, the prior to record)."""
+  """(mean float64[n], ridge ≥ 0, precision float64[n, n] or None, the prior
+  to record): the prior's precision is ridge·I + precision."""
   if isinstance(prior, NormalPrior):
     if prior.n_items != n:
       raise ShapeError(f"the NormalPrior is over {prior.n_items} items but n_items = {n}; its "
                        f"mean and covariance must be float[{n}] and float[{n}, {n}].")
-    return prior.mean_vector(), prior.precision_matrix(), prior
+    return prior.mean_vector(), 0.0, prior.precision_matrix(), prior
   if isinstance(prior, (bool, np.bool_)) or not isinstance(prior, (int, float, np.integer, np.floating)):
     raise InputError(f"prior must be a float precision ≥ 0 or a luce.NormalPrior, got "
                      f"{type(prior).__name__} {prior!r}.")
   p = float(prior)
   if not (np.isfinite(p) and p >= 0):
     raise InputError(f"prior must be a finite number ≥ 0, got {prior}.")
-  return np.zeros(n), (p * np.eye(n) if p > 0 else None), p
+  return np.zeros(n), p, None, p
 
 
 def _check_rankings(rankings, n_items, where, counts, prior, fn: str):
