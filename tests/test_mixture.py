@@ -60,6 +60,15 @@ def brute_log_prob(theta, weights, rankings, where=None, enum=None):
   return scipy.special.logsumexp(comp + np.log(weights), axis=1)
 
 
+# Most small tests fit lists of this shape (40 top-2 lists of 4 items), so the
+# compiled likelihood is shared between them.
+THETA4 = np.stack([np.linspace(1.5, -1.5, 4), np.linspace(-1.5, 1.5, 4)])
+
+
+def small_lists(rng):
+  return draw(rng, THETA4, np.array([0.5, 0.5]), 40, 2)[0]
+
+
 # ---------------------------------------------------------------------------
 # The likelihood, exactly.
 
@@ -216,9 +225,7 @@ def test_per_ranker_responsibilities(rng):
 
 
 def test_one_event_per_ranker_is_the_per_event_fit(rng):
-  n = 4
-  theta = np.stack([np.linspace(1.5, -1.5, n), np.linspace(-1.5, 1.5, n)])
-  r, _ = draw(rng, theta, np.array([0.5, 0.5]), 40, 2)
+  n, r = 4, small_lists(rng)
   a = luce.fit_pl_mixture(r, n, 2, restarts=1, seed=5)
   b = luce.fit_pl_mixture(r, n, 2, rankers=np.arange(40), restarts=1, seed=5)
   assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=1e-10)
@@ -229,18 +236,15 @@ def test_one_event_per_ranker_is_the_per_event_fit(rng):
 def test_counts_are_repeated_events(rng):
   """Per event, a count of c is c copies of the event; per ranker it is one
   ranker who gave the same list c times (one class for all of them)."""
-  n = 4
-  theta = np.stack([np.linspace(1.5, -1.5, n), np.linspace(-1.5, 1.5, n)])
-  r, _ = draw(rng, theta, np.array([0.5, 0.5]), 30, 2)
-  counts = rng.integers(1, 4, size=30)
+  n, r = 4, small_lists(rng)
+  counts = rng.integers(1, 4, size=40)
   fit = luce.fit_pl_mixture(r, n, 2, counts=counts.astype(float), restarts=1)
   assert fit.n_obs == counts.sum()
-  rep = np.repeat(r, counts, axis=0)
-  assert fit.log_likelihood == pytest.approx(fit.log_prob(rep).sum(), rel=1e-12)
-  fit_r = luce.fit_pl_mixture(r, n, 2, counts=counts.astype(float), rankers=np.arange(30) // 3,
+  assert fit.log_likelihood == pytest.approx(counts @ fit.log_prob(r), rel=1e-12)
+  fit_r = luce.fit_pl_mixture(r, n, 2, counts=counts.astype(float), rankers=np.arange(40) // 4,
                               restarts=1)
   joint = np.zeros((10, 2))
-  np.add.at(joint, np.arange(30) // 3, counts[:, None] * fit_r.component_log_prob(r))
+  np.add.at(joint, np.arange(40) // 4, counts[:, None] * fit_r.component_log_prob(r))
   joint += np.log(fit_r.weights)
   assert fit_r.log_likelihood == pytest.approx(scipy.special.logsumexp(joint, axis=1).sum(),
                                                rel=1e-12)
@@ -286,7 +290,7 @@ def test_sample_matches_exact_mixture_probabilities(small_fit, seed):
   lp = fit.log_prob(cells, np.broadcast_to(avail, (len(cells), 4)))
   assert chi2_pvalue(samples, lp, cells) > 1e-3, seed
   # Same key, same samples.
-  np.testing.assert_array_equal(fit.sample(key, 50), fit.sample(key, 50))
+  np.testing.assert_array_equal(fit.sample(key, n_samples, return_components=True)[1], comp)
 
 
 def test_scores_are_first_choice_log_probabilities(small_fit):
@@ -306,9 +310,7 @@ def test_scores_are_first_choice_log_probabilities(small_fit):
 
 
 def test_same_seed_same_fit(rng):
-  n = 4
-  theta = np.stack([np.linspace(1.0, -1.0, n), np.linspace(-1.0, 1.0, n)])
-  r, _ = draw(rng, theta, np.array([0.5, 0.5]), 40, n)
+  n, r = 4, small_lists(rng)
   a = luce.fit_pl_mixture(r, n, 2, restarts=2, seed=11)
   b = luce.fit_pl_mixture(r, n, 2, restarts=2, seed=11)
   np.testing.assert_array_equal(a.log_strengths, b.log_strengths)
@@ -318,8 +320,7 @@ def test_same_seed_same_fit(rng):
 
 
 def test_one_group_is_fit_pl(rng):
-  n = 5
-  r = gumbel_top_k(rng, np.broadcast_to(rng.normal(size=n), (30, n)), 3)
+  n, r = 4, small_lists(rng)
   fit = luce.fit_pl_mixture(r, n, 1)
   one = luce.fit_pl(r, n)
   np.testing.assert_allclose(fit.log_strengths[0], one.log_strengths, atol=1e-10)
@@ -377,10 +378,9 @@ def test_bad_rankings(rankings, n_items, error, match):
     luce.fit_pl_mixture(rankings, n_items, 1)
 
 
-def test_non_convergence_names_the_iteration_count():
-  r = np.array([[0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 2, 1], [2, 0, 1]] * 4)
+def test_non_convergence_names_the_iteration_count(rng):
   with pytest.raises(ConvergenceError, match=r"n_groups = 2 did not converge in max_iter = 2 EM"):
-    luce.fit_pl_mixture(r, 3, 2, max_iter=2, tol=1e-15)
+    luce.fit_pl_mixture(small_lists(rng), 4, 2, max_iter=2, tol=1e-15)
 
 
 def test_bad_sample_and_score_arguments(small_fit):
