@@ -43,7 +43,8 @@ _AVAILABLE = flags.DEFINE_enum(
     "the event lists (complete rankings of choice sets, e.g. a race's finishers), 'auto' = "
     "'listed' when the table has no availability column and its events are partial "
     "orderings (rankings listing some of the items), else 'table'.")
-_PRIOR = flags.DEFINE_float("prior", 0.01, "Gaussian prior precision on each log-strength (0 = plain MLE).")
+_PRIOR = flags.DEFINE_float("prior", None, "Gaussian prior precision on each log-strength (0 = plain "
+                            "MLE); default 0.01, or 0 with --npseudo > 0.")
 _NPSEUDO = flags.DEFINE_float("npseudo", 0.0, "Pseudo-rankings per item and direction against a "
                               "ghost item (R PlackettLuce's npseudo; 0 = none).")
 _REF = flags.DEFINE_string("ref", None, "Reference item (label, name or id) whose log-strength is "
@@ -74,7 +75,7 @@ def choose_reading(table, available: str) -> tuple[str, str]:
                    "item (or are sets)")
 
 
-def fit_table(table, available: str, prior: float, npseudo: float = 0.0):
+def fit_table(table, available: str, prior: float | None, npseudo: float = 0.0):
   """Fits `luce.fit_pl` to an EventTable; returns (fit, rankings, seconds)."""
   rankings = table.items_array()
   if available == "listed":
