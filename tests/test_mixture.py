@@ -146,7 +146,7 @@ def planted():
   seed = int(os.environ.get("LUCE_TEST_SEED") or np.random.SeedSequence().entropy % 2**31)
   rng = np.random.default_rng(seed)
   n = 6
-  base = np.linspace(2.0, -2.0, n)
+  base = np.linspace(2.5, -2.5, n)
   theta = np.stack([base, base[[5, 4, 3, 0, 1, 2]]])
   weights = np.array([0.6, 0.4])
   train, z_train = draw(rng, theta, weights, 300, n)
@@ -162,9 +162,11 @@ def test_em_recovers_planted_clusters(planted):
   ari = adjusted_rand_score(planted["z"], fit.responsibilities.argmax(axis=1))
   assert ari >= 0.9, (seed, ari)
   np.testing.assert_allclose(fit.weights, planted["weights"], atol=0.1, err_msg=f"seed {seed}")
-  for g in range(2):
-    truth = planted["theta"][g] - planted["theta"][g].mean()
-    assert np.abs(fit.log_strengths[g] - truth).max() < 0.6, (seed, g, fit.log_strengths)
+  truth = planted["theta"] - planted["theta"].mean(axis=1, keepdims=True)
+  z = (fit.log_strengths - truth) / fit.stderr
+  # The standard errors (conditional on the responsibilities, which are almost
+  # 0 or 1 here) are close to calibrated: every estimate within 5 of them.
+  assert np.abs(z).max() < 5, (seed, z)
   assert np.all(fit.stderr > 0) and np.all(fit.stderr < 0.5)
 
 
