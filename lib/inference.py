@@ -402,8 +402,13 @@ def itempar(fit, log: bool = False, ref=None) -> ItemParameters:
 
 
 def n_parameters(fit) -> int:
-  """Free parameters: n − 1 log-strengths (one is fixed by the constraint)
-  plus any others the fit reports (`log_tie`: one per tie order)."""
+  """Free parameters: the fit's own count where it reports one (`n_params`:
+  a mixture's (G − 1) + G(n − 1)), else n − 1 log-strengths (one is fixed by
+  the constraint) plus any others the fit reports (`log_tie`: one per tie
+  order)."""
+  own = getattr(fit, "n_params", None)
+  if own is not None:
+    return int(own)
   n = int(np.asarray(fit.log_strengths).shape[-1])
   extra = getattr(fit, "log_tie", None)
   return n - 1 + (0 if extra is None else int(np.asarray(extra).size))

@@ -398,3 +398,13 @@ def test_bad_sample_and_score_arguments(small_fit):
     fit.scores(np.ones((2, 3), bool))
   with pytest.raises(InputError, match="not an item id"):
     fit.log_prob(np.array([[0, 7]]))
+
+
+def test_inference_criteria_count_the_mixture_parameters():
+  """luce.aic / luce.bic of a mixture fit count (G − 1) + G(n − 1) parameters, as the fit's own."""
+  rng = np.random.default_rng(5)
+  rankings = np.stack([rng.permutation(4) for _ in range(40)])
+  fit = luce.fit_pl_mixture(rankings, 4, 2, restarts=1, seed=0)
+  assert luce.inference.n_parameters(fit) == 1 + 2 * 3
+  np.testing.assert_allclose(luce.aic(fit), fit.aic, rtol=1e-12)
+  np.testing.assert_allclose(luce.bic(fit), fit.bic, rtol=1e-12)
