@@ -38,6 +38,7 @@ from luce.mixture import MixtureChoice, PLMixtureFit, fit_pl_mixture
 from luce.pl import pl_log_prob
 from luce.pl_set import pl_set_log_prob
 from luce.sampling import gumbel_noise, pl_sample
+from luce.ties import PLTieFit, fit_pl_tied, pl_tie_log_prob, sample_pl_tied
 
 __version__ = "0.1.0"
 

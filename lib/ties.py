@@ -40,8 +40,8 @@ from luce.errors import ConvergenceError, InputError, ShapeError
 
 # The Newton step forms the dense (n + D − 1)² information in float64.
 MAX_ITEMS = 8192
-# Elements of one block's per-row Hessians [B, dz, dz] (rows are processed in blocks of B).
-_BLOCK = 1 << 21
+# Elements of one block's largest per-row arrays (rows are processed in blocks of B).
+_BLOCK = 1 << 18
 
 
 # ---- shared pieces -------------------------------------------------------------------------
@@ -55,15 +55,56 @@ def _exponents(max_tie_order: int) -> tuple[np.ndarray, dict]:
   return np.array([float(f) for f in fr]), index
 
 
-def _top_esp(p: list, d: int):
-  """e_d from the power sums p[0..d−1] = p_1..p_d (Newton's identities)."""
+def _esps(p: list, d: int) -> list:
+  """e_0..e_d from the power sums p[0..d−1] = p_1..p_d (Newton's identities)."""
   e = [1.0]
   for j in range(1, d + 1):
     acc = 0.0
     for i in range(1, j + 1):
       acc = acc + e[j - i] * p[i - 1] if i % 2 else acc - e[j - i] * p[i - 1]
     e.append(acc / j)
-  return e[d]
+  return e
+
+
+def _stage_z(pa, log_tie, nrem, *, index, max_tie_order, derivatives=False):
+  """Z of each stage from the power sums of its remaining items.
+
+  pa: [..., S] power sums Σ_{i∈A} α_i^{c_s}; log_tie: list of D − 1 arrays
+  broadcasting to pa[..., 0]; nrem: items in A. Returns Z, or with
+  derivatives (Z, ∂Z/∂q list of Q arrays, ∂²Z/∂q² Q × Q nested list), q = (the
+  S power sums, log δ_2..log δ_D). By Newton's identities
+  ∂e_d/∂p_t = (−1)^{t−1} e_{d−t}/t, so ∂²e_d/∂p_t∂p_u = (−1)^{t+u} e_{d−t−u}/(t u).
+  """
+  n_exp = pa.shape[-1]
+  nq = n_exp + max_tie_order - 1
+  z = pa[..., index[(1, 1)]]
+  zero = jnp.zeros_like(z)
+  dz = [zero] * nq
+  dzz = [[zero] * nq for _ in range(nq)]
+  dz[index[(1, 1)]] = jnp.ones_like(z)
+  for d in range(2, max_tie_order + 1):
+    e = _esps([pa[..., index[(t, d)]] for t in range(1, d + 1)], d)
+    on = (nrem >= d) & (e[d] > 0)
+    coef = jnp.where(on, jnp.exp(log_tie[d - 2]), 0.0)
+    term = coef * jnp.where(on, e[d], 0.0)
+    z = z + term
+    if not derivatives:
+      continue
+    lq = n_exp + d - 2
+    dz[lq] = dz[lq] + term
+    dzz[lq][lq] = dzz[lq][lq] + term
+    for t in range(1, d + 1):
+      it = index[(t, d)]
+      first = coef * ((-1) ** (t - 1) / t) * e[d - t]
+      dz[it] = dz[it] + first
+      dzz[it][lq] = dzz[it][lq] + first
+      dzz[lq][it] = dzz[lq][it] + first
+      for t2 in range(1, d - t + 1):
+        i2 = index[(t2, d)]
+        dzz[it][i2] = dzz[it][i2] + coef * ((-1) ** (t + t2) / (t * t2)) * e[d - t - t2]
+  if not derivatives:
+    return z
+  return z, dz, dzz
 
 
 def _blocks(valid, tied):
@@ -83,6 +124,18 @@ def _blocks(valid, tied):
   return start, size, dpos
 
 
+def _remaining_sums(t, u, valid, complete, expo):
+  """(e^{c_s t_l} at listed positions [..., k, S], power sums of each stage's
+  remaining items [..., k, S]). t: [..., k] shifted log-worths of the listed
+  items; u: [..., S] power sums over every available item; complete:
+  rows that list every available item (no unlisted remainder: exactly 0
+  rather than a rounding residue)."""
+  ex = jnp.where(valid[..., None], jnp.exp(t[..., None] * expo), 0.0)
+  suffix = jnp.flip(jnp.cumsum(jnp.flip(ex, -2), axis=-2), -2)
+  rest = jnp.where(complete[..., None], 0.0, jnp.maximum(u - suffix[..., 0, :], 0.0))
+  return ex, rest[..., None, :] + suffix
+
+
 def _log_denominators(t, u, log_tie, valid, start, nrem, complete, *, expo, index, max_tie_order):
   """Σ over the stages of log Z(A_j) (shifted worths).
 
@@ -90,18 +143,10 @@ def _log_denominators(t, u, log_tie, valid, start, nrem, complete, *, expo, inde
   u: [..., S] power sums Σ_{i available} e^{c_s t_i} (c_s = expo[s]);
   log_tie: list of D − 1 arrays broadcasting to [..., k] (log δ_2..log δ_D);
   valid, start: bool[..., k]; nrem: int[..., k] items left at each position;
-  complete: bool[...] rows that list every available item (no remainder).
+  complete: bool[...].
   """
-  ex = jnp.where(valid[..., None], jnp.exp(t[..., None] * expo), 0.0)
-  suffix = jnp.flip(jnp.cumsum(jnp.flip(ex, -2), axis=-2), -2)
-  # The unlisted remainder, from the total; rows known complete have none
-  # (exactly 0 rather than a rounding residue).
-  rest = jnp.where(complete[..., None], 0.0, jnp.maximum(u - suffix[..., 0, :], 0.0))
-  pa = rest[..., None, :] + suffix
-  z = pa[..., index[(1, 1)]]
-  for d in range(2, max_tie_order + 1):
-    e = _top_esp([pa[..., index[(t_, d)]] for t_ in range(1, d + 1)], d)
-    z = z + jnp.where(nrem >= d, jnp.exp(log_tie[d - 2]) * jnp.maximum(e, 0.0), 0.0)
+  _, pa = _remaining_sums(t, u, valid, complete, expo)
+  z = _stage_z(pa, log_tie, nrem, index=index, max_tie_order=max_tie_order)
   return jnp.sum(jnp.where(start, jnp.log(jnp.where(start, z, 1.0)), 0.0), axis=-1)
 
 
@@ -428,8 +473,9 @@ def fit_pl_tied(rankings, n_items: int, *, tied, max_tie_order: int | None = Non
   np.add.at(wins, r[valid], np.broadcast_to(c[:, None], r.shape)[valid] / dpos[valid])
   expo, index = _exponents(big_d)
   n_exp = len(expo)
-  dz = k + n_exp + big_d - 1
-  bsz = max(1, min(_BLOCK // (dz * dz), 1 << int(np.ceil(np.log2(max(m, 1))))))
+  nq = n_exp + big_d - 1
+  per_row = k * nq * nq + k * k + (0 if avail is None else 2 * n * n_exp)
+  bsz = max(1, min(_BLOCK // per_row, 1 << int(np.ceil(np.log2(max(m, 1))))))
   nb = -(-m // bsz)
   pad = nb * bsz - m
 
@@ -469,7 +515,7 @@ def fit_pl_tied(rankings, n_items: int, *, tied, max_tie_order: int | None = Non
       ll, g, h = _tie_derivatives(jnp.asarray(x[:n]), jnp.asarray(x[n:]), *data, *linear, **kw)
       return float(ll), np.asarray(g), np.asarray(h)
 
-    x = np.concatenate([mu, np.zeros(big_d - 1)])
+    x = np.concatenate([mu, _initial_log_tie(start, size, nrem, c, big_d)])
     ll, grad, hess = evaluate(x)
     pen, pgrad, phess = penalty(x[:n])
     obj = ll + pen
@@ -530,6 +576,23 @@ def fit_pl_tied(rankings, n_items: int, *, tied, max_tie_order: int | None = Non
       log_posterior=float(obj), n_obs=n_obs)
 
 
+def _initial_log_tie(start, size, nrem, counts, max_tie_order):
+  """A start for log δ_d: with equal worths a stage of |A| items ties d of
+  them with probability ∝ δ_d C(|A|, d), so δ_d ≈ (ties of order d / single
+  choices) · |A| / C(|A|, d) at the mean |A|. Saves Newton steps from 0."""
+  if max_tie_order < 2:
+    return np.zeros(0)
+  w = np.where(start, counts[:, None], 0.0)
+  a = max(float((w * nrem).sum() / max(w.sum(), 1e-300)), float(max_tie_order))
+  singles = max(float((w * (size == 1)).sum()), 1.0)
+  out = []
+  for d in range(2, max_tie_order + 1):
+    nd = max(float((w * (size == d)).sum()), 0.5)
+    log_choose = float(np.sum(np.log(a - np.arange(d)) - np.log(np.arange(1, d + 1))))
+    out.append(np.log(nd / singles) + np.log(a) - log_choose)
+  return np.array(out)
+
+
 def _flat_fix(h, n, flat):
   # The likelihood is flat along θ + const (λ fixed): adding vvᵀ with
   # v = (1/√n, …, 0) fixes that direction without changing the step in the
@@ -551,10 +614,13 @@ def _tie_derivatives(theta, log_tie, rankings, valid, start, nrem, complete, cou
                      order_counts, *, n, max_tie_order, expo, index):
   """Log-likelihood, gradient and information (negative Hessian) over (θ, λ).
 
-  Arrays are in blocks [nb, B, ...]; the per-row Hessians of Σ_stages log Z
-  in z = (t [k], u [S], λ [D − 1]) come from autodiff and are mapped to
-  (θ, λ) by the chain rule: t_l = θ_{π_l} − shift, u_s = Σ_{i available}
-  e^{c_s (θ_i − shift)}.
+  Arrays are in blocks [nb, B, ...]. Each stage's log Z is a function of
+  q = (p, λ), p the power sums of its remaining items, with closed-form
+  derivatives (`_stage_z`); p_j = u − Σ_{l<j} e^{c t_l} for a top-k row
+  (u: the power sums over every available item) and Σ_{l≥j} e^{c t_l} for a
+  complete one, so the chain rule to (t, u, λ) per row needs cumulative sums
+  over the stages only, and from there to θ (t_l = θ_{π_l} − shift, u_s =
+  Σ_{i available} e^{c_s (θ_i − shift)}) sums over rows.
   """
   index = dict(index)
   expo = jnp.asarray(expo)
@@ -566,15 +632,8 @@ def _tie_derivatives(theta, log_tie, rankings, valid, start, nrem, complete, cou
   ew = jnp.exp(th[:, None] * expo[None, :])       # [n, S] e^{c_s t_i}
   gmat = (ew * expo).T                              # [S, n] ∂u_s/∂θ_i
   total = jnp.sum(ew, axis=0)
-
-  def row_fn(z, v, st, nr, cp):
-    lt = [z[k + n_exp + j] for j in range(nl)]
-    return _log_denominators(z[:k], z[k:k + n_exp], lt, v, st, nr, cp, expo=expo, index=index,
-                             max_tie_order=max_tie_order)
-
-  val_fn = jax.vmap(row_fn)
-  grad_fn = jax.vmap(jax.grad(row_fn))
-  hess_fn = jax.vmap(jax.hessian(row_fn))
+  lt = [log_tie[j] for j in range(nl)]
+  before = jnp.arange(k)[:, None] <= jnp.arange(k)[None, :]   # l ≤ l'
 
   def body(carry, blk):
     ll, g, h = carry
@@ -582,18 +641,45 @@ def _tie_derivatives(theta, log_tie, rankings, valid, start, nrem, complete, cou
     idx = jnp.maximum(r, 0)
     t = jnp.where(v, th[idx], 0.0)
     u = jnp.broadcast_to(total, (bsz, n_exp)) if a is None else a.astype(th.dtype) @ ew
-    z = jnp.concatenate([t, u, jnp.broadcast_to(log_tie, (bsz, nl))], axis=1)
-    val = val_fn(z, v, st, nr, cp)
-    gz = grad_fn(z, v, st, nr, cp) * c[:, None]
-    hz = hess_fn(z, v, st, nr, cp) * c[:, None, None]
-    ll = ll - jnp.sum(c * val)
-    gt, gu, gl = gz[:, :k], gz[:, k:k + n_exp], gz[:, k + n_exp:]
-    tt = hz[:, :k, :k]
-    tu = hz[:, :k, k:k + n_exp]
-    tl = hz[:, :k, k + n_exp:]
-    uu = hz[:, k:k + n_exp, k:k + n_exp]
-    ul = hz[:, k:k + n_exp, k + n_exp:]
-    ll_ = hz[:, k + n_exp:, k + n_exp:]
+    ex, pa = _remaining_sums(t, u, v, cp, expo)
+    z, zq, zqq = _stage_z(pa, lt, nr, index=index, max_tie_order=max_tie_order,
+                          derivatives=True)
+    w = jnp.where(st, c[:, None], 0.0)                # stage weights [B, k]
+    zs = jnp.where(st, z, 1.0)
+    ll = ll - jnp.sum(w * jnp.log(zs))
+    f = jnp.stack(zq, axis=-1) / zs[..., None]        # ∂ log Z/∂q [B, k, Q]
+    kq = jnp.stack([jnp.stack(row, axis=-1) for row in zqq], axis=-2) / zs[..., None, None]
+    kq = kq - f[..., :, None] * f[..., None, :]       # ∂² log Z/∂q² [B, k, Q, Q]
+    wf = w[..., None] * f
+    wk = w[..., None, None] * kq
+    # Over the stages j at each position l: Σ_{j>l} (top-k rows: an item
+    # listed at l < j has left the remainder of stage j, ∂p_j/∂t_l = −e^{ct})
+    # or Σ_{j≤l} (complete rows: ∂p_j/∂t_l = +e^{ct} while l ≥ j).
+    upto_f, upto_k = jnp.cumsum(wf, axis=1), jnp.cumsum(wk, axis=1)
+    later_f, later_k = upto_f[:, -1:] - upto_f, upto_k[:, -1:] - upto_k
+    inc = ~cp
+    sel = cp[:, None, None]
+    gsum = jnp.where(sel, upto_f, -later_f)           # [B, k, Q]
+    da = ex * expo                                    # ∂ e^{c t_l}/∂t_l [B, k, S]
+    p_ = slice(0, n_exp)
+    gt = jnp.sum(da * gsum[..., p_], axis=-1)
+    gu = jnp.where(inc[:, None], upto_f[:, -1, p_], 0.0)
+    gl = upto_f[:, -1, n_exp:]
+    # t–t: Σ_j σ_jl σ_jl' daᵀ K_j da' with σσ' = [j > max(l, l')] (top-k) or
+    # [j ≤ min(l, l')] (complete).
+    y_inc = jnp.einsum("bmst,bmt->bms", later_k[..., p_, p_], da)
+    y_cmp = jnp.einsum("blst,blt->bls", upto_k[..., p_, p_], da)
+    x_inc = jnp.einsum("bls,bms->blm", da, y_inc)
+    x_cmp = jnp.einsum("bls,bms->blm", y_cmp, da)
+    upper = jnp.where(sel, x_cmp, x_inc)
+    tt = jnp.where(before, upper, jnp.swapaxes(upper, 1, 2))
+    tt = tt + jnp.eye(k) * jnp.sum(da * expo * gsum[..., p_], axis=-1)[:, :, None]
+    tu = jnp.where(sel, 0.0, -y_inc)
+    gl_k = jnp.where(sel[..., None], upto_k[..., p_, n_exp:], -later_k[..., p_, n_exp:])
+    tl = jnp.einsum("bls,blsq->blq", da, gl_k)
+    uu = jnp.where(inc[:, None, None], upto_k[:, -1, p_, p_], 0.0)
+    ul = jnp.where(inc[:, None, None], upto_k[:, -1, p_, n_exp:], 0.0)
+    ll_ = upto_k[:, -1, n_exp:, n_exp:]
     vm = v.astype(th.dtype)
     flat_i = idx.reshape(-1)
     # Gradient of Σ c log Z in θ.
