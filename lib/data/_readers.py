@@ -43,6 +43,17 @@ def _ranked_lists(values: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
   return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values.astype(np.int32)))
 
 
+def _tied_lists(flags: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
+  """The `tied` column (ties=keep): True where an item is tied with the one before it."""
+  return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
+                                  pa.array(np.asarray(flags, dtype=bool), pa.bool_()))
+
+
+# The tie policies of the ranking readers: keep the ties (a `tied` column), report them,
+# break them by file order, or rank only the items before the first tie.
+TIE_POLICIES = ("error", "keep", "order", "truncate")
+
+
 def _time_order(times: np.ndarray) -> tuple[np.ndarray, str | None]:
   """Row order in time: files newest-first are reversed (said in the metadata)."""
   m = len(times)
@@ -439,7 +450,8 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
                    item_labels: np.ndarray, rank: np.ndarray, ranked: np.ndarray,
                    lines: np.ndarray, item_column: str, rank_column: str, ties: str,
                    duplicates: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                             np.ndarray, list[Problem], dict, np.ndarray]:
+                                             np.ndarray, list[Problem], dict, np.ndarray,
+                                             np.ndarray]:
   """Group result rows into per-event rankings, vectorised.
 
   Args:
@@ -447,12 +459,14 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
     item_ids: int64[r] catalog ids; rank: float64[r] (lower is better);
     ranked: bool[r] rows that take part in the ranking (others are entrants
       that were not ranked: available, not listed).
-    lines: int64[r] file lines; ties: error|order|truncate; duplicates: error|best.
+    lines: int64[r] file lines; ties: error|keep|order|truncate; duplicates: error|best.
 
   Returns (items, offsets, available, available_offsets, value_rows, problems,
-  notes, available_rows): items best-first per event; available = all entrants
-  per event; available_rows int64[len(available)] the input row (index into the
-  argument arrays) of each entrant, for its per-item covariates.
+  notes, available_rows, tied): items best-first per event; available = all
+  entrants per event; available_rows int64[len(available)] the input row (index
+  into the argument arrays) of each entrant, for its per-item covariates; tied
+  bool[len(items)] True where an item shares its rank with the one before it
+  (items of equal rank keep their file order).
   """
   problems: list[Problem] = []
   notes: dict[str, str] = {}
@@ -490,9 +504,10 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
     if ties == "error":
       for j in np.flatnonzero(tie):
         problems.append(Problem("tie", name, int(ln[j]), rank_column, float(rk[j]),
-                                "two items share this rank; choose a tie policy: ?ties=order "
-                                "(file order) or ?ties=truncate (rank only the items before the "
-                                "first tie)"))
+                                "two items share this rank; choose a tie policy: ?ties=keep "
+                                "(keep the tie: EventTable.tied_array()), ?ties=order (file "
+                                "order) or ?ties=truncate (rank only the items before the first "
+                                "tie)"))
     elif ties == "truncate":
       # Unrank everything from the first tied pair of each event on.
       tied_start = tie.copy()
@@ -502,6 +517,8 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
       np.minimum.at(first_tie, ev[tied_start], np.flatnonzero(tied_start))
       rd = rd & (np.arange(len(ev)) < first_tie[ev])
       notes["ties_truncated_events"] = str(int((first_tie < np.iinfo(np.int64).max).sum()))
+    elif ties == "keep":
+      notes["tied_positions"] = str(int(tie.sum()))
     else:
       notes["ties_broken_by_file_order"] = str(int(tie.sum()))
       warnings.warn(f"{name}: {int(tie.sum())} items share a rank with the item before them "
@@ -512,7 +529,7 @@ def group_rankings(*, name: str, event_order: np.ndarray, item_ids: np.ndarray,
   avail_offsets = np.concatenate([[0], np.cumsum(counts_all)])
   counts_ranked = np.bincount(ev[rd], minlength=m)
   offsets = np.concatenate([[0], np.cumsum(counts_ranked)])
-  return it[rd], offsets, it, avail_offsets, ln[rd], problems, notes, src
+  return it[rd], offsets, it, avail_offsets, ln[rd], problems, notes, src, tie[rd]
 
 
 def read_long(path: pathlib.Path, opts: dict) -> Loaded:
@@ -520,8 +537,10 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
 
   Options: event= (column naming the event, required), item= (required), rank=
   (lower is better; default the file order), time= (default the event column;
-  integers or dates), series=, name= (item names), ties=error|order|truncate,
-  duplicates=error|best, unranked=error|available (rows with no rank).
+  integers or dates), series=, name= (item names), ties=error|keep|order|truncate
+  (items of equal rank: reported; kept as ties in a `tied` column, see
+  `EventTable.tied_array()`; broken by file order; or the list cut before the
+  first), duplicates=error|best, unranked=error|available (rows with no rank).
 
   Per-item covariates: `covariates=COL,...` stores each named column as
   `cov_COL` (name lower-cased, [a-z0-9_]), one value per entrant in the order of
@@ -543,7 +562,7 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
   rank_col = ct.column_spec(opts["rank"], columns, name, "rank")[0] if "rank" in opts else None
   time_col = ct.column_spec(opts["time"], columns, name, "time")[0] if "time" in opts else event_col
   name_col = ct.column_spec(opts["name"], columns, name, "name")[0] if "name" in opts else item_col
-  ties = choice(opts.get("ties", "error"), "ties", ("error", "order", "truncate"))
+  ties = choice(opts.get("ties", "error"), "ties", TIE_POLICIES)
   duplicates = choice(opts.get("duplicates", "error"), "duplicates", ("error", "best"))
   unranked = choice(opts.get("unranked", "error"), "unranked", ("error", "available"))
   kind = choice(opts.get("kind", "ranking"), "kind", ("ranking", "set"))
@@ -610,7 +629,7 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
   rank_of_event = np.empty_like(order_events)
   rank_of_event[order_events] = np.arange(len(order_events))
 
-  values, offsets, avail, avail_offsets, value_rows, group_problems, notes, avail_src = group_rankings(
+  values, offsets, avail, avail_offsets, value_rows, group_problems, notes, avail_src, tied = group_rankings(
       name=name, event_order=rank_of_event[ev_codes], item_ids=item_ids[good],
       item_labels=labels[good], rank=rank[good], ranked=ranked[good] | (unranked == "error"),
       lines=lines[good], item_column=item_col, rank_column=rank_col or "(row order)",
@@ -625,6 +644,8 @@ def read_long(path: pathlib.Path, opts: dict) -> Loaded:
     s = frame[ct.column_spec(opts["series"], columns, name, "series")[0]].to_numpy(dtype=object)
     cols["series"] = pa.array(s[good][first_row][order_events], pa.string())
   cols["items"] = _ranked_lists(values, offsets)
+  if ties == "keep":
+    cols["tied"] = _tied_lists(tied, offsets)
   cols["kind"] = pa.array([kind] * m, pa.string())
   # A set file whose every row is picked says nothing of what else could have been
   # picked: each event's rows would be all it could pick (likelihood 1, NLL 0). Then
@@ -731,7 +752,7 @@ def read_ergast(path: pathlib.Path, opts: dict) -> Loaded:
     raise DataError(f"ergast:{path}: missing {', '.join(missing)}.")
   classified = flag(opts.get("classified", "false"), "classified")
   duplicates = choice(opts.get("duplicates", "best"), "duplicates", ("error", "best"))
-  ties = choice(opts.get("ties", "order"), "ties", ("error", "order", "truncate"))
+  ties = choice(opts.get("ties", "order"), "ties", TIE_POLICIES)
   results, _ = ct.read_text_table(files["results"])
   wanted = _ergast_covariates(opts.get("covariates"), list(results.columns))
   races, _ = ct.read_text_table(files["races"])
@@ -784,7 +805,7 @@ def read_ergast(path: pathlib.Path, opts: dict) -> Loaded:
   if classified:
     ranked &= results["position"].notna().to_numpy()
   use = in_years & (ids >= 0)
-  values, offsets, avail, avail_offsets, value_rows, gp, notes, avail_src = group_rankings(
+  values, offsets, avail, avail_offsets, value_rows, gp, notes, avail_src, tied = group_rankings(
       name="results.csv", event_order=event_of_race[race_index[use]], item_ids=ids[use],
       item_labels=driver_labels[use], rank=rank_values[use].astype(np.float64), ranked=ranked[use],
       lines=lines[use], item_column="driverId", rank_column="positionOrder", ties=ties,
@@ -798,6 +819,7 @@ def read_ergast(path: pathlib.Path, opts: dict) -> Loaded:
       "items": _ranked_lists(values, offsets),
       "kind": pa.array(["ranking"] * m, pa.string()),
       "available": _ranked_lists(avail, avail_offsets),
+      **({"tied": _tied_lists(tied, offsets)} if ties == "keep" else {}),
       CONTEXT_PREFIX + "round": pa.array(race_round[order_races].astype(np.int64)),
       CONTEXT_PREFIX + "race": pa.array(races["name"].to_numpy(dtype=object)[order_races], pa.string()),
   }
@@ -896,13 +918,14 @@ def read_preflib(path: pathlib.Path, opts: dict) -> Loaded:
   Both the current format (`# ALTERNATIVE NAME i: ...` headers, `count: a,b,c`
   lines) and the legacy one (n, n names, a totals line, `count,a,b,c`) are read.
   Orders with ties (`{2,3}`, in .toc/.toi files) are an error unless
-  `ties=order` (ties broken by the listed order) or `ties=truncate` (rank only
-  the items before the first tie). `counts=weight` (default) keeps one event per
+  `ties=keep` (kept: a `tied` column marks each item tied with the one before
+  it, see `EventTable.tied_array()`), `ties=order` (ties broken by the listed
+  order) or `ties=truncate` (rank only the items before the first tie). `counts=weight` (default) keeps one event per
   distinct order with a `weight` column; `counts=expand` repeats it.
   """
   name = path.name
   counts_mode = choice(opts.get("counts", "weight"), "counts", ("weight", "expand"))
-  ties = choice(opts.get("ties", "error"), "ties", ("error", "order", "truncate"))
+  ties = choice(opts.get("ties", "error"), "ties", TIE_POLICIES)
   try:
     text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
   except (OSError, UnicodeDecodeError) as e:
@@ -952,6 +975,7 @@ def read_preflib(path: pathlib.Path, opts: dict) -> Loaded:
     raise DataError(f"{name}: no '# NUMBER ALTERNATIVES: n' line.")
   catalog = Catalog.from_labels(range(1, n + 1), [names.get(i, str(i)) for i in range(1, n + 1)])
   event_items: list[list[int]] = []
+  event_tied: list[list[bool]] = []
   event_lines, weights, labels, n_ties = [], [], [], 0
   for ln, count_text, order in body:
     try:
@@ -962,6 +986,7 @@ def read_preflib(path: pathlib.Path, opts: dict) -> Loaded:
     # Tokens: plain ids, or {a,b} groups of tied ids.
     groups = re.findall(r"\{([^}]*)\}|([^,{}\s]+)", order)
     ids: list[int] = []
+    flags: list[bool] = []
     raw_labels: list[str] = []
     for tied, single in groups:
       members = [t.strip() for t in tied.split(",") if t.strip()] if tied else [single]
@@ -969,10 +994,12 @@ def read_preflib(path: pathlib.Path, opts: dict) -> Loaded:
         n_ties += 1
         if ties == "error":
           problems.append(Problem("tie", name, ln, "order", "{" + tied + "}",
-                                  "tied items; choose ?ties=order or ?ties=truncate"))
+                                  "tied items; choose ?ties=keep, ?ties=order or "
+                                  "?ties=truncate"))
         elif ties == "truncate":
           break
-      for t in members:
+      for j, t in enumerate(members):
+        flags.append(j > 0)
         try:
           ids.append(int(t) - 1)
         except ValueError:
@@ -984,6 +1011,7 @@ def read_preflib(path: pathlib.Path, opts: dict) -> Loaded:
     repeat = count if counts_mode == "expand" else 1
     for _ in range(repeat):
       event_items.append(ids)
+      event_tied.append(flags)
       event_lines.append(ln)
       labels.extend(raw_labels)
       weights.append(1.0 if counts_mode == "expand" else float(count))
@@ -998,6 +1026,8 @@ def read_preflib(path: pathlib.Path, opts: dict) -> Loaded:
       "items": _ranked_lists(ids, offsets),
       "kind": pa.array(["ranking"] * m, pa.string()),
   }
+  if ties == "keep":
+    cols["tied"] = _tied_lists(np.array([f for x in event_tied for f in x], dtype=bool), offsets)
   if counts_mode == "weight":
     cols["weight"] = pa.array(weights, pa.float64())
   metadata = {"reader": "preflib", "counts": counts_mode, "ties": ties,

@@ -11,6 +11,8 @@ An event table has one row per event, ordered by time:
 | `kind`      | string                 | `ranking` or `set`                             |
 | `weight`    | float64                | optional: how many times the event counts      |
 | `available` | list<int32>            | optional: the items that could be picked       |
+| `tied`      | list<bool>             | optional: aligned with `items`, True where the |
+|             |                        | item is tied with the one before it (ties=keep)|
 | `ctx_*`     | any                    | optional event-level context (bonus balls, ...)|
 | `cov_*`     | list<double> or        | optional per-item covariates known before the  |
 |             | list<string>           | event (grid slot, team), aligned as below      |
@@ -45,7 +47,7 @@ from luce.errors import DataError
 
 SCHEMA_VERSION = 1
 KINDS = ("ranking", "set")
-CORE_COLUMNS = ("event_id", "time", "series", "items", "kind", "weight", "available")
+CORE_COLUMNS = ("event_id", "time", "series", "items", "kind", "weight", "available", "tied")
 CONTEXT_PREFIX = "ctx_"
 COVARIATE_PREFIX = "cov_"
 _META_VERSION = b"luce.schema_version"
@@ -152,6 +154,9 @@ def canonical_events(events: pa.Table) -> pa.Table:
     if name in events.column_names:
       i = events.column_names.index(name)
       events = events.set_column(i, name, events.column(name).cast(pa.list_(pa.int32())))
+  if "tied" in events.column_names and events.schema.field("tied").type != pa.list_(pa.bool_()):
+    i = events.column_names.index("tied")
+    events = events.set_column(i, "tied", events.column("tied").cast(pa.list_(pa.bool_())))
   for name in events.column_names:
     if name.startswith(COVARIATE_PREFIX):
       t = events.schema.field(name).type
@@ -354,6 +359,30 @@ class EventTable:
     """(values int32[nnz], offsets int64[m+1]): the ragged item lists."""
     return self._lists
 
+  def has_ties(self) -> bool:
+    """Whether the table keeps ties (a `tied` column, from a reader's ties=keep)."""
+    return "tied" in self.events.column_names
+
+  def tied_array(self) -> np.ndarray:
+    """bool[m, k_max] aligned with `items_array()`: True where an item is tied
+    with the one before it (False on padding, and everywhere when the table
+    keeps no ties). Feed it to `luce.fit_pl_tied(..., tied=...)`."""
+    values, offsets = self._lists
+    m = len(offsets) - 1
+    if not self.has_ties():
+      return np.zeros((m, self.k_max), dtype=bool)
+    flags, flag_offsets = list_arrays(self.events.column("tied"))
+    if not np.array_equal(flag_offsets, offsets):
+      row = int(np.flatnonzero(np.diff(flag_offsets) != np.diff(offsets))[0])
+      raise DataError(f"column 'tied', row {row}: {int(np.diff(flag_offsets)[row])} flags for "
+                      f"{int(np.diff(offsets)[row])} items; the flags must align with 'items'.")
+    first = flags[offsets[:-1][np.diff(offsets) > 0]].astype(bool)
+    if first.any():
+      row = int(np.flatnonzero(np.diff(offsets) > 0)[np.flatnonzero(first)[0]])
+      raise DataError(f"column 'tied', row {row}: the first item is marked tied with the one "
+                      f"before it (there is none).")
+    return padded(flags.astype(np.int32), offsets, fill=0).astype(bool)
+
   def has_availability(self) -> bool:
     return "available" in self.events.column_names
 
@@ -451,7 +480,7 @@ class EventTable:
   # ---- construction -----------------------------------------------------------
   @classmethod
   def from_arrays(cls, items, *, catalog: Catalog | int, times=None, kind: str = "set",
-                  lengths=None, series=None, weights=None, available=None,
+                  lengths=None, series=None, weights=None, available=None, tied=None,
                   context: Mapping[str, object] | None = None,
                   covariates: Mapping[str, object] | None = None,
                   metadata: Mapping[str, str] | None = None,
@@ -465,6 +494,8 @@ class EventTable:
       kind: `ranking` or `set` (all events), or a sequence of m kinds.
       lengths: int[m] list lengths; default: count of ids >= 0 per row.
       series, weights: optional [m] arrays; available: optional bool[m, n].
+      tied: optional bool[m, k] aligned with `items` (True: tied with the item
+        before it), stored as the `tied` column.
       context: optional name -> [m] array, stored as `ctx_<name>`.
       covariates: optional name -> [m, n] array, stored as `cov_<name>`: a
         numeric (float, int or bool) array becomes list<double>, an object or
@@ -495,6 +526,14 @@ class EventTable:
     columns["items"] = list_column(items, lengths)
     kinds = [kind] * m if isinstance(kind, str) else list(kind)
     columns["kind"] = pa.array(kinds, pa.string())
+    if tied is not None:
+      tied = np.asarray(tied, dtype=bool)
+      if tied.shape != items.shape:
+        raise DataError(f"tied must be bool{list(items.shape)} like items, got shape "
+                        f"{list(tied.shape)}.")
+      keep_t = np.arange(items.shape[1])[None, :] < lengths[:, None]
+      offsets_t = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+      columns["tied"] = pa.ListArray.from_arrays(pa.array(offsets_t), pa.array(tied[keep_t]))
     if weights is not None:
       columns["weight"] = pa.array(np.asarray(weights, dtype=np.float64))
     if available is not None:
