@@ -107,6 +107,7 @@ def _stage_z(pa, log_tie, nrem, *, index, max_tie_order, derivatives=False):
   return z, dz, dzz
 
 
+@jax.jit
 def _blocks(valid, tied):
   """(start bool[..., k], block size at starts int[..., k] (0 elsewhere),
   size of each position's block int[..., k]) from the valid and tied flags."""
@@ -251,8 +252,16 @@ def pl_tie_log_prob(log_strengths, rankings, tied, log_tie, where=None):
                 f"log_tie has {big_d - 1} entries, for δ_2..δ_{big_d}")
 
   dtype = jnp.float64 if s.dtype == jnp.float64 else jnp.float32
+  return _tie_log_prob(s.astype(dtype), r, tie, lt.astype(dtype), None if where is None else w,
+                       batch=tuple(batch))
+
+
+@functools.partial(jax.jit, static_argnames=("batch",))
+def _tie_log_prob(s, r, tie, lt, w, *, batch):
+  n, k, big_d = s.shape[-1], r.shape[-1], lt.shape[-1] + 1
+  dtype = s.dtype
   s = jnp.broadcast_to(s.astype(dtype), batch + (n,))
-  if where is not None:
+  if w is not None:
     s = jnp.where(w, s, -jnp.inf)
   r = jnp.broadcast_to(r, batch + (k,))
   tie = jnp.broadcast_to(tie, batch + (k,))
@@ -687,8 +696,8 @@ def _tie_derivatives(theta, log_tie, rankings, valid, start, nrem, complete, cou
     pair = (idx[:, :, None] * n + idx[:, None, :]).reshape(-1)
     h_tt = jnp.zeros(n * n).at[pair].add((tt * vm[:, :, None] * vm[:, None, :]).reshape(-1))
     h_tt = h_tt.reshape(n, n)
-    b_tu = jnp.zeros((n, n_exp)).at[flat_i].add((tu * vm[:, :, None]).reshape(-1, n_exp))
-    h_tl = jnp.zeros((n, nl)).at[flat_i].add((tl * vm[:, :, None]).reshape(-1, nl))
+    b_tu = jnp.zeros((n, n_exp)).at[flat_i].add((tu * vm[:, :, None]).reshape(bsz * k, n_exp))
+    h_tl = jnp.zeros((n, nl)).at[flat_i].add((tl * vm[:, :, None]).reshape(bsz * k, nl))
     if a is None:
       su = jnp.sum(gu, axis=0)
       g_th = g_th + gmat.T @ su
@@ -811,11 +820,8 @@ def _sample(key, s, lt, *, kk, width, big_d):
     _, out = lax.scan(step, e0, y.T[::-1])
     return jnp.concatenate([out[::-1], e0[None]], axis=0)
 
-  rank = jnp.full((m, width), -1, jnp.int32)
-  tied = jnp.zeros((m, width), bool)
-  left = avail
-  placed = jnp.zeros(m, jnp.int32)
-  for _ in range(kk):
+  def stage(_, carry):
+    key, rank, tied, left, placed = carry
     key, k_size, k_items = jax.random.split(key, 3)
     live = (placed < kk) & jnp.any(left, axis=1)
     y_all = jnp.where(left[:, None, :], jnp.exp(th[:, None, :] / orders[None, :, None]), 0.0)
@@ -845,4 +851,9 @@ def _sample(key, s, lt, *, kk, width, big_d):
     tied = tied.at[rows, slot].set(slot > placed[:, None], mode="drop")
     left = left & ~sel
     placed = placed + jnp.sum(sel, axis=1).astype(jnp.int32)
+    return key, rank, tied, left, placed
+
+  carry = (key, jnp.full((m, width), -1, jnp.int32), jnp.zeros((m, width), bool), avail,
+           jnp.zeros(m, jnp.int32))
+  _, rank, tied, _, _ = lax.fori_loop(0, kk, stage, carry)
   return rank, tied
