@@ -13,7 +13,7 @@ import luce.train
 from luce.configs import synthetic
 from luce.errors import ConfigError
 from luce.models import PLFamily
-from luce.train import EnsembleFamily, checked_config, mixture_nll
+from luce.train import EnsembleFamily, checked_config, mixture_nll, stack_weights
 
 
 def _pl_prob(w, ranking):
@@ -127,6 +127,7 @@ def test_a_pl_and_diffusion_ensemble_trains_and_scores_between_its_members(tmp_p
   c.data.eval_k = 3
   c.model.update(hidden=16, depth=1, embed_dim=4)
   c.model.ensemble.members = ("family=pl", "family=diffusion, encoder=mlp")
+  c.model.ensemble.weights = "stacked"
   c.train.update(batch_size=32, num_steps=30, log_every=10, eval_every=10, checkpoint_every=10,
                  progress_bar=False, async_checkpoints=False)
   c.baselines.names = ("uniform",)
@@ -135,12 +136,20 @@ def test_a_pl_and_diffusion_ensemble_trains_and_scores_between_its_members(tmp_p
   run = luce.train.load_run(tmp_path)
   valid = run.prepared.arrays["valid"]
   members = run.family.member_nll(run.params, valid)
-  mixture = run.family.nll(run.params, valid)
-  # -log mean exp(-x) lies between the members' NLLs, and below their mean (Jensen)
+  # the stacked weights: fitted on the validation split's member NLLs
+  w = stack_weights(members, valid["weights"])
+  mixture = mixture_nll(members, w)
+  # -log sum w exp(-x) lies between the members' NLLs, and below their weighted mean (Jensen)
   assert (mixture <= members.max(axis=0) + 1e-9).all()
   assert (mixture >= members.min(axis=0) - 1e-9).all()
-  assert (mixture <= members.mean(axis=0) + 1e-9).all()
+  assert (mixture <= w @ members + 1e-9).all()
   assert abs(result["valid"]["model"]["nll_per_event"] - mixture.mean()) < 1e-6
+  # luce-eval of the test split uses the same validation-fitted weights
+  test = luce.train.evaluate_run(run, "test")["model"]["nll_per_event"]
+  np.testing.assert_allclose(run.family.weights, w, atol=1e-12)
+  test_arrays = run.prepared.arrays["test"]
+  want = mixture_nll(run.family.member_nll(run.params, test_arrays), w)
+  assert abs(test - float(np.average(want, weights=test_arrays["weights"]))) < 1e-6
   sets = run.family.sample(run.params, valid, jax.random.key(0), 5, 3)
   assert ((np.sort(sets, axis=-1)[..., 1:] != np.sort(sets, axis=-1)[..., :-1]).all())
 
@@ -156,3 +165,118 @@ def test_seed_ensemble_members_start_apart(rng):
   kernels = [np.asarray(params[f"members_{j}"]["MLP_0"]["Dense_0"]["kernel"]) for j in range(3)]
   assert kernels[0].shape == kernels[1].shape
   assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])
+
+
+def test_stacked_weights_maximise_the_held_out_mixture_likelihood(rng):
+  """stack_weights against scipy's maximum of the same objective over the simplex (softmax
+  parametrisation), with event weights and an event no member can explain."""
+  import scipy.optimize
+  from scipy.special import logsumexp
+  nll = rng.gamma(2.0, 2.0, size=(3, 60)) + np.array([[0.0], [0.4], [1.5]])
+  nll[1, :10] += 3.0  # member 1 is bad on some events, good on the others
+  nll[:, 5] = np.inf  # no member explains event 5: no information
+  c = rng.uniform(0.5, 2.0, 60)
+  got = stack_weights(nll, c)
+  finite = np.isfinite(nll).any(axis=0)
+
+  def objective(z):
+    w = np.exp(z - logsumexp(z))
+    return -np.sum(c[finite] * logsumexp(np.log(w)[:, None] - nll[:, finite], axis=0))
+  best = scipy.optimize.minimize(objective, np.zeros(3), method="Nelder-Mead",
+                                 options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000))
+  want = np.exp(best.x - logsumexp(best.x))
+  np.testing.assert_allclose(got, want, atol=2e-4)
+  assert abs(got.sum() - 1) < 1e-12 and objective(np.log(got)) <= best.fun + 1e-8
+  # the stacked mixture is never worse than the equal one on the events it was fitted to
+  eq = np.full(3, 1 / 3)
+  assert np.sum(c[finite] * mixture_nll(nll, got)[finite]) <= np.sum(c[finite] * mixture_nll(nll, eq)[finite])
+  # a dominant member takes (nearly) all the weight; equal NLLs keep equal weights
+  dominant = np.stack([np.full(50, 10.0), np.full(50, 14.0)])
+  assert stack_weights(dominant)[0] > 0.999
+  np.testing.assert_allclose(stack_weights(np.ones((2, 7))), [0.5, 0.5])
+  np.testing.assert_allclose(stack_weights(np.full((2, 3), np.inf)), [0.5, 0.5])
+
+
+def test_weighted_mixture_nll_scores_and_samples(rng):
+  """A weighted mixture: NLL and first-choice scores against brute force, a zero-weight member
+  ignored even where its NLL is inf, samples drawn with the weights (chi-square)."""
+  n, k = 4, 2
+  family = _ensemble(n, k)
+  arrays = _arrays(rng, 3, n, k)
+  arrays["available"][:] = True
+  params = _init(family, arrays, rng)
+  w = np.array([0.8, 0.2])
+  family.set_weights(w)
+  member_scores = [np.asarray(f.scores(params[f"members_{j}"], arrays), np.float64)
+                   for j, f in enumerate(family.members)]
+  probs = [[_pl_prob(np.exp(s[e] - s[e].max()), arrays["items"][e]) for s in member_scores]
+           for e in range(3)]
+  want = [-math.log(w @ p) for p in probs]
+  np.testing.assert_allclose(family.nll(params, arrays), want, rtol=1e-5)
+  first = np.exp(family.scores(params, arrays))
+  p_first = sum(wj * np.exp(s - s.max(axis=1, keepdims=True)) /
+                np.exp(s - s.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)
+                for wj, s in zip(w, member_scores))
+  np.testing.assert_allclose(first, p_first, rtol=1e-5)
+  np.testing.assert_allclose(mixture_nll(np.array([[2.0], [np.inf]]), [1.0, 0.0]), [2.0])
+  np.testing.assert_allclose(mixture_nll(np.array([[2.0], [1.0]]), [0.0, 1.0]), [1.0])
+  draws = 20000
+  drawn = family.sample(params, {key: v[:1] for key, v in arrays.items()},
+                        jax.random.key(int(rng.integers(1 << 30))), draws, k)
+  outcomes = list(itertools.permutations(range(n), k))
+  weights = [np.exp(s[0] - s[0].max()) for s in member_scores]
+  exact = np.array([w @ [_pl_prob(x, o) for x in weights] for o in outcomes])
+  index = {o: i for i, o in enumerate(outcomes)}
+  counts = np.bincount([index[tuple(d)] for d in drawn[0]], minlength=len(outcomes))
+  chi2 = lambda p: float(np.sum((counts - draws * p) ** 2 / (draws * p)))
+  assert chi2(exact) < 38.0  # 11 degrees of freedom, p < 1e-4 beyond 38
+  equal = np.array([np.mean([_pl_prob(x, o) for x in weights]) for o in outcomes])
+  assert chi2(equal) > 38.0  # the equal mixture would not fit: the weights are used
+  with pytest.raises(ConfigError, match="summing to 1"):
+    family.set_weights([0.7, 0.7])
+  with pytest.raises(ConfigError, match="'equal' or 'stacked'"):
+    checked_config({"model": {"ensemble": {"seeds": 2, "weights": "learned"}}})
+
+
+def test_stacked_walk_forward_fits_each_folds_weights_on_the_folds_before(tmp_path):
+  """Fold 0 equal, fold f the stack_weights of folds < f's member NLLs; the model's NLL is the
+  mixture under them; a resumed backtest ends where an uninterrupted one does."""
+  from luce.eval import walk_forward
+  c = synthetic.get_config("ranking")
+  c.data.source = "synthetic:ranking?n_items=8&k=3&n_events=240&seed=1"
+  c.model.update(hidden=8, depth=1, embed_dim=2)
+  c.model.ensemble.update(members=("encoder=mlp", "encoder=mlp, hidden=4"), weights="stacked")
+  c.train.update(batch_size=16, progress_bar=False, async_checkpoints=False, log_every=5)
+  c.backtest.update(start="160", retrain_every=30, first_steps=10, retrain_steps=4,
+                    importance=False, calibration_samples=8)
+  c.baselines.names = ("uniform",)
+  wf = walk_forward(c, tmp_path / "a", progress=False, say=lambda *a: None)
+  starts = [s for _, s, _ in wf.folds]
+  assert wf.fold_weights.shape == (len(starts), 2)
+  np.testing.assert_allclose(wf.fold_weights[0], [0.5, 0.5])
+  for f, s in enumerate(starts[1:], 1):
+    np.testing.assert_allclose(wf.fold_weights[f], stack_weights(wf.member_nll[:, :s - starts[0]]),
+                               atol=1e-12)
+    part = slice(s - starts[0], (starts + [len(wf.items) + starts[0]])[f + 1] - starts[0])
+    np.testing.assert_allclose(wf.nll["model"][part], mixture_nll(wf.member_nll[:, part],
+                                                                  wf.fold_weights[f]))
+  assert not np.allclose(wf.fold_weights[1:], 0.5)
+  # killed in fold 2 and resumed: the same weights and NLLs
+  import luce.eval._walk_forward as wfm
+  calls = {"n": 0}
+  original = wfm.stack_weights
+
+  def dying(*args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] == 2:  # at fold 2, after fold 1 was saved
+      raise KeyboardInterrupt
+    return original(*args, **kwargs)
+  wfm.stack_weights = dying
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      walk_forward(c, tmp_path / "b", progress=False, say=lambda *a: None)
+  finally:
+    wfm.stack_weights = original
+  again = walk_forward(c, tmp_path / "b", progress=False, say=lambda *a: None)
+  np.testing.assert_array_equal(again.fold_weights, wf.fold_weights)
+  np.testing.assert_array_equal(again.nll["model"], wf.nll["model"])

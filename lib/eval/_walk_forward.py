@@ -43,7 +43,8 @@ from luce.baselines import ONLINE_BASELINES, baseline_scores
 from luce.errors import ConfigError
 from luce.models import BATCH_KEYS
 from luce.train import (Checkpoints, Logger, Trainer, build_family, checked_config, config_json,
-                        host_copy, make_mesh, new_loop_state, numeric_covariates, prepare)
+                        host_copy, make_mesh, new_loop_state, numeric_covariates, prepare,
+                        stack_weights)
 
 
 @dataclasses.dataclass
@@ -68,6 +69,10 @@ class WalkForward:
     importance: feature group -> float64[m - start], the increase of the
       model's per-event NLL when that group's features are shuffled across
       the fold's events (permutation importance; `backtest.importance`).
+    member_nll, fold_weights: a stacked ensemble's (model.ensemble.weights =
+      "stacked") float64[M, m - start] per-member NLLs and float64[folds, M]
+      weights, fold f's fitted on the member NLLs of folds 0..f-1 only; None
+      otherwise.
   """
   config: ml_collections.ConfigDict
   prepared: object
@@ -82,6 +87,8 @@ class WalkForward:
   inclusion: dict = dataclasses.field(default_factory=dict)
   nll_kind: str = "exact"
   importance: dict = dataclasses.field(default_factory=dict)
+  member_nll: np.ndarray | None = None
+  fold_weights: np.ndarray | None = None
 
   @property
   def kind(self) -> str:
@@ -208,6 +215,12 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   groups = (feature_groups(prepared.item_names, arrays["event_features"].shape[1])
             if b.importance else {})
   importance = np.full((len(groups), m - start), np.nan)
+  # A stacked ensemble: its members' out-of-sample NLLs, from which each fold's weights
+  # are fitted (on the folds before it only), and those weights.
+  stacked = bool(getattr(family, "stacked", False))
+  n_members = len(family.members) if stacked else 0
+  member_nll = np.full((n_members, m - start), np.nan)
+  fold_weights = np.full((len(folds), n_members), np.nan)
   done_folds = 0
   latest, restored, _ = checkpoints.restore_newest(checkpoints.latest, state, config,
                                                    prepared.data_hash, say=say)
@@ -218,6 +231,8 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
         done_folds = int(z["folds_done"])
         scores[:], nll[:], inclusion[:] = z["scores"], z["nll"], z["inclusion"]
         importance[:] = z["importance"]
+        if stacked:
+          member_nll[:], fold_weights[:] = z["member_nll"], z["fold_weights"]
     training = next(f for f, (_, end) in enumerate(steps + [(0, np.inf)]) if latest <= end)
     if not training <= done_folds <= training + 1 or (done_folds == training + 1 and
                                                        latest != steps[training][1]):
@@ -252,8 +267,16 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       params = host_copy(state.params)
       size = b.retrain_every
       part = slice(s - start, e - start)
+      if stacked:
+        seen = slice(0, s - start)  # the earlier folds' events, predicted out of sample
+        family.set_weights(stack_weights(member_nll[:, seen], arrays["weights"][start:s])
+                           if s > start else np.full(n_members, 1.0 / n_members))
+        fold_weights[f] = family.weights
+        member_nll[:, part] = family.member_nll(params, chunk, size)[:, :e - s]
+        say(f"fold {f}: stacked weights {np.round(family.weights, 3).tolist()}")
       scores[part] = family.scores(params, chunk, size)[:e - s]
-      nll[part] = family.nll(params, chunk, size)[:e - s]
+      nll[part] = (family.mixture(member_nll[:, part]) if stacked
+                   else family.nll(params, chunk, size)[:e - s])
       key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003 + f)
       inclusion[part] = family.inclusion(params, chunk, key, b.calibration_samples, draw_k)[:e - s]
       rng = np.random.default_rng([config.seed, 7, f])
@@ -266,7 +289,8 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
       seconds["predict"] += time.perf_counter() - t_pred
       if is_main:
         np.savez(progress_path, scores=scores, nll=nll, inclusion=inclusion, importance=importance,
-                 folds_done=f + 1)
+                 folds_done=f + 1, **({"member_nll": member_nll, "fold_weights": fold_weights}
+                                      if stacked else {}))
       loss = "–" if info["loss"] is None else f"{info['loss']:.3f}"
       bar.set_postfix(train_loss=loss, train_events=s - lo)
       bar.update(1)
@@ -284,7 +308,9 @@ def walk_forward(config, workdir, *, progress: bool = True, say=print) -> WalkFo
   return WalkForward(config, prepared, start, folds, all_scores, arrays["items"][start:],
                      arrays["available"][start:], times, seconds, nll={"model": nll},
                      inclusion={"model": inclusion}, nll_kind=family.nll_kind,
-                     importance=dict(zip(groups, importance)))
+                     importance=dict(zip(groups, importance)),
+                     member_nll=member_nll if stacked else None,
+                     fold_weights=fold_weights if stacked else None)
 
 
 def _baselines(config, prepared, folds, start, *, progress: bool = False,

@@ -64,9 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.denoiser_depth = 1
   # An ensemble (luce.train.EnsembleFamily): members are model-field overrides, one string
   # each ("encoder=s5", "family=diffusion, depth=1", "" for this model), each trained
-  # `seeds` times from different initialisations; events are scored by the equal-weight
-  # mixture of the members' probabilities. No members and seeds 1: a single model.
-  c.model.ensemble = ml_collections.ConfigDict(dict(members=(), seeds=1))
+  # `seeds` times from different initialisations; events are scored by the mixture of the
+  # members' probabilities, with `weights` "equal" or "stacked" (fitted on events the members
+  # did not train on: the walk-forward's earlier folds, or the validation split). No members
+  # and seeds 1: a single model.
+  c.model.ensemble = ml_collections.ConfigDict(dict(members=(), seeds=1, weights="equal"))
 
   c.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=3e-3, warmup_steps=50, schedule="cosine",  # or "constant"
@@ -181,6 +183,8 @@ def _check_values(c) -> None:
   need = _need
   _check_model(c.model)
   need(c.model.ensemble.seeds >= 1, f"model.ensemble.seeds={c.model.ensemble.seeds} must be >= 1.")
+  need(c.model.ensemble.weights in ("equal", "stacked"),
+       f"model.ensemble.weights={c.model.ensemble.weights!r} must be 'equal' or 'stacked'.")
   from luce.train._ensemble import member_model_configs  # imports nothing of this module
   members = member_model_configs(c.model)
   for spec_index, member in enumerate(members):

@@ -28,7 +28,7 @@ from luce.models import PLFamily, max_available, take_events
 from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, checked_config, config_json, flatten,
                                 incompatible_changes)
 from luce.train._data import Prepared, baseline_scores, prepare, reference_scores
-from luce.train._ensemble import EnsembleFamily, member_model_configs
+from luce.train._ensemble import EnsembleFamily, fit_stacked_weights, member_model_configs
 from luce.train._step import (BAD_METRICS, TrainState, batch_sharding, host_copy, init_state,
                               make_mesh, make_optimizer, make_train_step, replicated)
 
@@ -38,7 +38,7 @@ def build_family(config, prepared: Prepared):
   members = member_model_configs(config.model)
   if members:
     return EnsembleFamily([_one_family(m, prepared) for m in members], n_items=prepared.n_items,
-                          kind=prepared.kind, k=prepared.k)
+                          kind=prepared.kind, k=prepared.k, weights=config.model.ensemble.weights)
   return _one_family(config.model, prepared)
 
 
@@ -441,7 +441,12 @@ def evaluate(family, params, prepared: Prepared, config, split: str,
     return metrics.summary(scores, arrays["items"], arrays["available"], arrays["weights"],
                            kind=prepared.kind, k=k, nll=nll)
 
-  out = {"model": summary(family.scores(params, arrays, size), family.nll(params, arrays, size))}
+  # A stacked ensemble's weights come from the validation split (its NLL there is in-sample
+  # for them); its members' validation NLLs serve that split's row too.
+  valid_nll = fit_stacked_weights(family, params, prepared, size)
+  nll = (family.mixture(valid_nll) if valid_nll is not None and split == "valid"
+         else family.nll(params, arrays, size))
+  out = {"model": summary(family.scores(params, arrays, size), nll)}
   for name, scores in (references or {}).items():
     out[name] = summary(scores)
   return out

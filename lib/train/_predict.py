@@ -12,6 +12,7 @@ import luce
 from luce import metrics
 from luce.errors import ConfigError
 from luce.train._data import reference_scores
+from luce.train._ensemble import fit_stacked_weights
 
 
 def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
@@ -42,6 +43,7 @@ def predict(run, split: str, *, samples: int, draws: int, k: int, seed: int):
   if draws < 1:
     raise ConfigError(f"--draws={draws} must be >= 1: inclusion_prob is counted over the draws.")
   family, params = run.family, run.params
+  fit_stacked_weights(family, params, run.prepared, run.config.train.eval_batch_size)
   key_samples, key_draws = jax.random.split(jax.random.key(seed))
   size = run.config.train.eval_batch_size
   scores = family.scores(params, arrays, size)
