@@ -20,7 +20,8 @@ from luce.tune import parse_space
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 TINY = ["--config=configs/synthetic.py",
-        "--config.data.source=synthetic:ranking?n_items=10&k=3&n_events=600&seed=1",
+        "--config.data.source=synthetic:ranking?n_items=8&k=3&n_events=300&seed=1",
+        "--config.model.hidden=8", "--config.model.depth=1",
         "--config.data.eval_k=3", "--config.train.batch_size=32", "--config.train.eval_every=10",
         "--config.train.checkpoint_every=10", "--config.baselines.names=('uniform',)"]
 
@@ -102,10 +103,10 @@ def _study(workdir, name="luce"):
 
 
 def test_two_processes_share_one_sqlite_study(tmp_path):
-  """Two luce-tune processes with --trials=3 each on one study: 6 complete trials,
+  """Two luce-tune processes with --trials=2 each on one study: 4 complete trials,
   each number, folder and parameter set once."""
   import optuna
-  procs = [tune_cli(tmp_path, "--trials=3", "--config.train.num_steps=20", "--pruner=none",
+  procs = [tune_cli(tmp_path, "--trials=2", "--config.train.num_steps=10", "--pruner=none",
                     "--sampler=random", wait=False) for _ in range(2)]
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outs):
@@ -113,10 +114,10 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
   study = _study(tmp_path)
   trials = study.get_trials()
   complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-  assert len(trials) == len(complete) == 6, [(t.number, t.state) for t in trials]
-  assert sorted(t.number for t in complete) == list(range(6))
-  assert len({t.user_attrs["workdir"] for t in complete}) == 6
-  assert len({tuple(sorted(t.params.items())) for t in complete}) == 6, "a parameter set ran twice"
+  assert len(trials) == len(complete) == 4, [(t.number, t.state) for t in trials]
+  assert sorted(t.number for t in complete) == list(range(4))
+  assert len({t.user_attrs["workdir"] for t in complete}) == 4
+  assert len({tuple(sorted(t.params.items())) for t in complete}) == 4, "a parameter set ran twice"
   assert len({t.user_attrs["pid"] for t in complete}) == 2
   for t in complete:  # each trial is a real run with its own checkpoints and metrics
     folder = pathlib.Path(t.user_attrs["workdir"])
@@ -127,11 +128,11 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
         == pytest.approx(t.value)
   assert [t for t in complete if t.number == 0][0].user_attrs.get("default") is True
   with open(tmp_path / "trials.csv") as f:
-    assert len(list(csv.DictReader(f))) == 6
+    assert len(list(csv.DictReader(f))) == 4
 
 
 def test_best_flags_retrain_to_the_best_trial(tmp_path):
-  tune_cli(tmp_path, "--trials=3", "--config.train.num_steps=20", "--sampler=random")
+  tune_cli(tmp_path, "--trials=2", "--config.train.num_steps=10", "--sampler=random")
   study = _study(tmp_path)
   flagfile = tmp_path / "best.flags"
   text = flagfile.read_text()
@@ -145,7 +146,7 @@ def test_best_flags_retrain_to_the_best_trial(tmp_path):
   assert held["default_trial"] == 0 and held["best_trial"] == study.best_trial.number
   assert held["skill"]["mean"] == pytest.approx(held["default_test_nll"] - held["best_test_nll"], abs=1e-9)
   assert "Held out (the test split, which no trial saw)" in report
-  proc = subprocess.run([str(BIN / "luce-train"), *TINY, "--config.train.num_steps=20",
+  proc = subprocess.run([str(BIN / "luce-train"), *TINY, "--config.train.num_steps=10",
                          f"--flagfile={flagfile}", f"--workdir={tmp_path / 'retrain'}",
                          "--config.train.progress_bar=False"],
                         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -160,17 +161,20 @@ def test_killed_tuner_resumes_and_reruns_the_dead_trial_from_its_folder(tmp_path
   complete), reruns its parameters in its folder from the last checkpoint, and the
   rerun ends with the value an uninterrupted trial gets."""
   import optuna
-  slow = ["--config.train.num_steps=150", "--config.train.eval_every=50",
-          "--config.train.checkpoint_every=10", "--pruner=none", "--sampler=random"]
+  # The kill comes at the checkpoint of step 20, before the first evaluation (step 30)
+  # has even compiled: trial 0 cannot finish first.
+  slow = ["--config.train.num_steps=60", "--config.train.eval_every=30",
+          "--config.train.checkpoint_every=10", "--config.train.log_every=10", "--pruner=none",
+          "--sampler=random"]
   proc = tune_cli(tmp_path / "a", "--trials=2", *slow, wait=False)
   checkpoints = tmp_path / "a" / "trials" / "0000" / "checkpoints"
   deadline = time.time() + 300
   while time.time() < deadline:
-    if checkpoints.is_dir() and any(p.name.isdigit() and int(p.name) >= 30 for p in checkpoints.iterdir()):
+    if checkpoints.is_dir() and any(p.name.isdigit() and int(p.name) >= 20 for p in checkpoints.iterdir()):
       break
     if proc.poll() is not None:
       pytest.fail("the tuner ended before it could be killed: " + proc.stderr.read()[-3000:])
-    time.sleep(0.2)
+    time.sleep(0.05)
   else:
     pytest.fail("no checkpoint of trial 0 appeared")
   proc.send_signal(signal.SIGKILL)
@@ -189,7 +193,7 @@ def test_killed_tuner_resumes_and_reruns_the_dead_trial_from_its_folder(tmp_path
   assert rerun[0].params == trials[0].params
   assert rerun[0].user_attrs["workdir"].endswith("trials/0000")
   lines = (tmp_path / "a" / "trials" / "0000" / "metrics.jsonl").read_text().splitlines()
-  assert min(json.loads(line)["step"] for line in lines) < 30  # written before the kill
+  assert min(json.loads(line)["step"] for line in lines) < 20  # written before the kill
 
   fresh = tune_cli(tmp_path / "b", "--trials=1", *slow)
   assert fresh.returncode == 0
@@ -198,9 +202,10 @@ def test_killed_tuner_resumes_and_reruns_the_dead_trial_from_its_folder(tmp_path
 
 def _tiny_config(**tune):
   config = base_config()
-  config.data.source = "synthetic:ranking?n_items=8&k=3&n_events=400&seed=3"
+  config.data.source = "synthetic:ranking?n_items=8&k=3&n_events=200&seed=3"
   config.data.eval_k = 3
-  config.train.update(batch_size=32, num_steps=20, eval_every=10, checkpoint_every=10,
+  config.model.update(hidden=8, depth=1)
+  config.train.update(batch_size=32, num_steps=10, eval_every=10, checkpoint_every=10,
                       progress_bar=False)
   config.baselines.names = ("uniform",)
   config.tune.update(**tune)
@@ -225,13 +230,13 @@ def test_hyperband_prunes_on_the_reported_evaluations(tmp_path):
   from luce.tune import tune
   config = _tiny_config(space=("optimizer.learning_rate=loguniform(1e-5, 3e-2)",),
                         sampler="random", pruner="hyperband")
-  config.train.update(num_steps=40, eval_every=10)
-  result = tune(config, tmp_path, trials=4, progress=False, say=lambda *a: None)
+  config.train.update(num_steps=30, eval_every=10)
+  result = tune(config, tmp_path, trials=3, progress=False, say=lambda *a: None)
   trials = result.study.get_trials()
   assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
              for t in trials)
   for t in trials:  # every evaluation of the loop reached the pruner
-    assert set(t.intermediate_values) <= {10, 20, 30, 40} and 10 in t.intermediate_values
+    assert set(t.intermediate_values) <= {10, 20, 30} and 10 in t.intermediate_values
 
 
 def test_walk_forward_objective_predicts_the_validation_events_only(tmp_path):
