@@ -518,7 +518,8 @@ def fit_pl_tied(rankings, n_items: int, *, tied, max_tie_order: int | None = Non
             jnp.asarray(blocks(complete, True)), jnp.asarray(blocks(c, 0.0)),
             None if avail is None else jnp.asarray(blocks(avail, False)))
     linear = (jnp.asarray(wins), jnp.asarray(order_counts))
-    kw = dict(n=n, max_tie_order=big_d, expo=tuple(expo), index=tuple(sorted(index.items())))
+    kw = dict(n=n, max_tie_order=big_d, expo=tuple(expo), index=tuple(sorted(index.items())),
+              mixed=bool(complete.any()))
 
     def evaluate(x):
       ll, g, h = _tie_derivatives(jnp.asarray(x[:n]), jnp.asarray(x[n:]), *data, *linear, **kw)
@@ -573,11 +574,16 @@ def fit_pl_tied(rankings, n_items: int, *, tied, max_tie_order: int | None = Non
     info[:n, :n] += lam
   t_mat = np.eye(npar)
   t_mat[:n, :n] -= 1.0 / n
-  with threadpool_limits(1):
-    inv = np.linalg.inv(_flat_fix(info, n, free_shift))
+  try:
+    with threadpool_limits(1):
+      inv = np.linalg.inv(_flat_fix(info, n, free_shift))
+  except np.linalg.LinAlgError:
+    # Pseudo-rankings without a prior can fit items the real rankings never
+    # connect: their information is singular (as `fit_pl`, covariance NaN).
+    inv = np.full((npar, npar), np.nan)
   cov = t_mat @ inv @ t_mat.T
   cov = 0.5 * (cov + cov.T)
-  se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+  se = np.where(np.isnan(np.diag(cov)), np.inf, np.sqrt(np.clip(np.diag(cov), 0.0, None)))
   return PLTieFit(
       log_strengths=theta - theta.mean(), stderr=se[:n], covariance=cov[:n, :n],
       log_likelihood=float(ll), n_iter=it, prior=record, log_tie=x[n:].copy(),
@@ -618,9 +624,9 @@ def _solve(h, g, n, flat):
     return np.linalg.solve(_flat_fix(h, n, flat), g)
 
 
-@functools.partial(jax.jit, static_argnames=("n", "max_tie_order", "expo", "index"))
+@functools.partial(jax.jit, static_argnames=("n", "max_tie_order", "expo", "index", "mixed"))
 def _tie_derivatives(theta, log_tie, rankings, valid, start, nrem, complete, counts, avail, wins,
-                     order_counts, *, n, max_tie_order, expo, index):
+                     order_counts, *, n, max_tie_order, expo, index, mixed=True):
   """Log-likelihood, gradient and information (negative Hessian) over (θ, λ).
 
   Arrays are in blocks [nb, B, ...]. Each stage's log Z is a function of
@@ -629,7 +635,8 @@ def _tie_derivatives(theta, log_tie, rankings, valid, start, nrem, complete, cou
   (u: the power sums over every available item) and Σ_{l≥j} e^{c t_l} for a
   complete one, so the chain rule to (t, u, λ) per row needs cumulative sums
   over the stages only, and from there to θ (t_l = θ_{π_l} − shift, u_s =
-  Σ_{i available} e^{c_s (θ_i − shift)}) sums over rows.
+  Σ_{i available} e^{c_s (θ_i − shift)}) sums over rows. mixed=False: every
+  row is a top-k row (none complete), which skips the complete rows' terms.
   """
   index = dict(index)
   expo = jnp.asarray(expo)
@@ -677,10 +684,10 @@ def _tie_derivatives(theta, log_tie, rankings, valid, start, nrem, complete, cou
     # t–t: Σ_j σ_jl σ_jl' daᵀ K_j da' with σσ' = [j > max(l, l')] (top-k) or
     # [j ≤ min(l, l')] (complete).
     y_inc = jnp.einsum("bmst,bmt->bms", later_k[..., p_, p_], da)
-    y_cmp = jnp.einsum("blst,blt->bls", upto_k[..., p_, p_], da)
-    x_inc = jnp.einsum("bls,bms->blm", da, y_inc)
-    x_cmp = jnp.einsum("bls,bms->blm", y_cmp, da)
-    upper = jnp.where(sel, x_cmp, x_inc)
+    upper = jnp.einsum("bls,bms->blm", da, y_inc)
+    if mixed:
+      y_cmp = jnp.einsum("blst,blt->bls", upto_k[..., p_, p_], da)
+      upper = jnp.where(sel, jnp.einsum("bls,bms->blm", y_cmp, da), upper)
     tt = jnp.where(before, upper, jnp.swapaxes(upper, 1, 2))
     tt = tt + jnp.eye(k) * jnp.sum(da * expo * gsum[..., p_], axis=-1)[:, :, None]
     tu = jnp.where(sel, 0.0, -y_inc)
