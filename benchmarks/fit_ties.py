@@ -4,7 +4,7 @@
 
 Draws `--rankings` top-k lists with ties of `--items` items from the
 Davidson-Luce model (`luce.sample_pl_tied`, known log-strengths θ ~ N(0, 1)
-and log δ_d = −4 for d = 2..D: about one position in six tied), then times, cold (first call, compile
+and log δ_d = −4 for d = 2..D: with 200 items about 2 positions in 5 are tied), then times, cold (first call, compile
 included) and warm (median of the next calls), `luce.fit_pl` on the lists
 with ties broken by list order and `luce.fit_pl_tied` on the lists with
 their ties. Prints both times and their ratio (the issue asks for the tie
