@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from luce import _checks
 from luce.errors import ConvergenceError, InputError, ShapeError
 from luce.inference import check_connected
+from luce.ties import fit_pl_tied
 
 # The Newton step forms the n × n Fisher information in float64.
 MAX_ITEMS = 8192
@@ -122,7 +123,7 @@ class PLFit:
 
 
 def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseudo: float = 0.0,
-           tol: float = 1e-9, max_iter: int = 100) -> PLFit:
+           tol: float = 1e-9, max_iter: int = 100, tied=None, max_tie_order=None) -> PLFit:
   r"""Maximum-likelihood (or MAP) Plackett-Luce strengths from top-k lists.
 
   Each row of `rankings` is a list best first: its first item was chosen from
@@ -176,10 +177,22 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
       default is 0.5).
     tol: stop when the Newton decrement is below tol (nats).
     max_iter: most Newton iterations.
+    tied: bool[m, k] or None. With it, the tie model of `luce.ties.fit_pl_tied`
+      (PlackettLuce's ties: True marks an item tied with the one before it;
+      `EventTable.tied_array()` of a reader's `?ties=keep`), fitted jointly
+      with one tie parameter per order 2..max_tie_order; returns a
+      `luce.PLTieFit` (with `log_tie` and its standard errors).
+    max_tie_order: D, the largest tie (None: the largest in `tied`).
 
   Returns:
-    PLFit with centred log-strengths, standard errors and log-likelihood.
+    PLFit with centred log-strengths, standard errors and log-likelihood
+    (a PLTieFit when `tied` is given).
   """
+  if tied is not None:
+    return fit_pl_tied(rankings, n_items, tied=tied, max_tie_order=max_tie_order, where=where,
+                       counts=counts, prior=prior, npseudo=npseudo, tol=tol, max_iter=max_iter)
+  if max_tie_order is not None:
+    raise InputError("max_tie_order is the tie model's: pass tied= (bool[m, k]) with it.")
   if not (isinstance(npseudo, (int, float, np.integer, np.floating)) and np.isfinite(npseudo)
           and npseudo >= 0):
     raise InputError(f"npseudo must be a finite number ≥ 0 (pseudo-rankings per item), got "

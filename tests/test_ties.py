@@ -338,3 +338,17 @@ def test_named_errors():
     luce.fit_pl_tied(r, 4, tied=ok, where=np.eye(2, 4, dtype=bool))
   with pytest.raises(ShapeError, match=r"log_strengths must be float\[n\]"):
     luce.sample_pl_tied(jax.random.key(0), jnp.zeros((3, 4)), jnp.zeros(1), 5)
+
+
+def test_fit_pl_dispatches_tied_lists_to_the_tie_model():
+  """luce.fit_pl(..., tied=) is fit_pl_tied; max_tie_order without tied is a named error."""
+  rankings = np.array([[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 2, 1], [1, 0, 2], [2, 1, 0]])
+  tied = np.zeros(rankings.shape, bool)
+  tied[0, 1] = tied[3, 2] = True
+  a = luce.fit_pl(rankings, 3, tied=tied, max_tie_order=2)
+  b = luce.fit_pl_tied(rankings, 3, tied=tied, max_tie_order=2)
+  assert isinstance(a, luce.PLTieFit)
+  np.testing.assert_array_equal(a.log_strengths, b.log_strengths)
+  np.testing.assert_array_equal(a.log_tie, b.log_tie)
+  with pytest.raises(InputError, match="max_tie_order"):
+    luce.fit_pl(rankings, 3, max_tie_order=2)
