@@ -264,12 +264,37 @@ def finished_steps(directory: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-@pytest.mark.parametrize("family", ["pl", "diffusion"])
-def test_killed_and_resumed_run_is_bit_identical(tmp_path, family):
-  config = tiny_config(family=family, **{"train.num_steps": 40})
-  run_child(config, tmp_path / "straight", tmp_path / "straight.npz")
+# The kill/resume and 8-device tests share one straight run per family: on 8 simulated
+# host devices, trained on the first of them (a subprocess launch each).
+EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
 
-  proc = run_child(config, tmp_path / "killed", tmp_path / "unused.npz", 30, wait=False)
+
+def device_config(family):
+  return tiny_config(family=family, **{"train.batch_size": 32})
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+  """family -> (output, npz path) of the straight 20-step run on one of 8 devices."""
+  runs = {}
+
+  def get(family):
+    if family not in runs:
+      folder = tmp_path_factory.mktemp(f"one-{family}")
+      output = run_child(device_config(family), folder / "one", folder / "one.npz", 0, "one",
+                         env=EIGHT)
+      runs[family] = output, folder / "one.npz"
+    return runs[family]
+  return get
+
+
+@pytest.mark.parametrize("family", ["pl", "diffusion"])
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, family, one_device_run):
+  config = device_config(family)
+  _, straight_npz = one_device_run(family)
+
+  proc = run_child(config, tmp_path / "killed", tmp_path / "unused.npz", 30, "one", env=EIGHT,
+                   wait=False)
   deadline = time.time() + 200
   while not finished_steps(tmp_path / "killed" / "checkpoints"):
     assert proc.poll() is None, proc.stdout.read()[-3000:]
@@ -278,28 +303,27 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, family):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
-  assert max(finished_steps(tmp_path / "killed" / "checkpoints")) < 40
+  assert max(finished_steps(tmp_path / "killed" / "checkpoints")) < 20
 
-  output = run_child(config, tmp_path / "killed", tmp_path / "resumed.npz")
+  output = run_child(config, tmp_path / "killed", tmp_path / "resumed.npz", 0, "one", env=EIGHT)
   assert "resumed from" in output
-  straight, nll_a, step_a = load_out(tmp_path / "straight.npz")
+  straight, nll_a, step_a = load_out(straight_npz)
   resumed, nll_b, step_b = load_out(tmp_path / "resumed.npz")
-  assert step_a == step_b == 40
+  assert step_a == step_b == 20
   for a, b in zip(straight, resumed):
     np.testing.assert_array_equal(a, b)
   assert nll_a == nll_b
 
 
 @pytest.mark.parametrize("family", ["pl", "diffusion"])
-def test_eight_devices_match_one(tmp_path, family):
-  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-  config = tiny_config(family=family, **{"train.batch_size": 32})
-  output = run_child(config, tmp_path / "eight", tmp_path / "eight.npz", 0, "all", env=env)
+def test_eight_devices_match_one(tmp_path, family, one_device_run):
+  config = device_config(family)
+  output = run_child(config, tmp_path / "eight", tmp_path / "eight.npz", 0, "all", env=EIGHT)
   assert "(8 device(s), 1 process(es))" in output
-  output = run_child(config, tmp_path / "one", tmp_path / "one.npz", 0, "one", env=env)
+  output, one_npz = one_device_run(family)
   assert "(1 device(s), 1 process(es))" in output
   eight, nll8, _ = load_out(tmp_path / "eight.npz")
-  one, nll1, _ = load_out(tmp_path / "one.npz")
+  one, nll1, _ = load_out(one_npz)
   # The sums over the batch run in another order on 8 devices. Adam divides each update by
   # the gradient's running RMS, so a parameter whose gradient is near zero (the diffusion
   # denoiser's context bias) moves by rounding noise: about 2e-4 after 20 steps, on
