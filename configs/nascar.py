@@ -30,6 +30,10 @@ def get_config(arg: str = "mlp"):
   c.train.checkpoint_every = 25
   c.train.patience = 4
   c.baselines.recency_half_life = 10.0
+  # luce-backtest: the last 14 races (validation and test) from one fit on the 22 before,
+  # as long as luce-train's (the base config's 1000 steps overfit 22 races: every model fell
+  # below uniform, benchmarks/MODELS.md).
+  c.backtest.first_steps = 300
   # luce-tune's default space (the config's own values lie inside it: trial 0).
   c.tune.space = ("optimizer.learning_rate=loguniform(3e-4, 3e-2)",
                   "optimizer.weight_decay=loguniform(1e-4, 1e-1)",
