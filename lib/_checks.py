@@ -195,3 +195,20 @@ def check_leading_shapes(a_shape, b_shape, a_name: str, b_name: str) -> None:
     raise ShapeError(
         f"batch axes of {a_name} {tuple(a_shape)} and {b_name} {tuple(b_shape)} "
         f"do not broadcast (all axes but the last must match).") from None
+
+
+def where_mask(where, rankings, n: int):
+  """bool[m, n] availability of int[m, k] `rankings` (None stays None): shape-checked, and
+  every listed item available (InputError naming the first row and position that is not)."""
+  if where is None:
+    return None
+  m = rankings.shape[0]
+  avail = np.asarray(where)
+  if avail.dtype != np.bool_ or avail.shape != (m, n):
+    raise ShapeError(f"where must be bool[m={m}, n={n}], got {avail.dtype}{list(avail.shape)}.")
+  rows, cols = np.nonzero((rankings >= 0)
+                          & ~np.take_along_axis(avail, np.maximum(rankings, 0), axis=1))
+  if rows.size:
+    raise InputError(f"rankings[{rows[0]}, {cols[0]}] = {rankings[rows[0], cols[0]]} is marked "
+                     f"unavailable by where[{rows[0]}]; a listed item must be available.")
+  return avail

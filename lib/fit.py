@@ -352,16 +352,7 @@ def _check_rankings(rankings, n_items, where, counts, prior, fn: str):
   _checks.check_item_lists(r, n, "rankings")
   if not (np.isfinite(prior) and prior >= 0):
     raise InputError(f"prior must be a finite number ≥ 0, got {prior}.")
-  avail = None
-  if where is not None:
-    avail = np.asarray(where)
-    if avail.dtype != np.bool_ or avail.shape != (m, n):
-      raise ShapeError(f"where must be bool[m={m}, n={n}], got {avail.dtype}{list(avail.shape)}.")
-    rows, cols = np.nonzero((r >= 0) & ~np.take_along_axis(avail, np.maximum(r, 0), axis=1))
-    if rows.size:
-      raise InputError(
-          f"rankings[{rows[0]}, {cols[0]}] = {r[rows[0], cols[0]]} is marked "
-          f"unavailable by where[{rows[0]}]; a listed item must be available.")
+  avail = _checks.where_mask(where, r, n)
   c = np.ones(m) if counts is None else np.asarray(counts, np.float64)
   if c.shape != (m,):
     raise ShapeError(f"counts must be float[m={m}], got shape {c.shape}.")

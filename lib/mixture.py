@@ -554,16 +554,7 @@ def _check_lists(rankings, n_items, where):
   if k > n:
     raise ShapeError(f"rankings lists {k} items per row but n_items = {n}.")
   _checks.check_item_lists(r, n, "rankings")
-  avail = None
-  if where is not None:
-    avail = np.asarray(where)
-    if avail.dtype != np.bool_ or avail.shape != (m, n):
-      raise ShapeError(f"where must be bool[m={m}, n={n}], got {avail.dtype}{list(avail.shape)}.")
-    rows, cols = np.nonzero((r >= 0) & ~np.take_along_axis(avail, np.maximum(r, 0), axis=1))
-    if rows.size:
-      raise InputError(
-          f"rankings[{rows[0]}, {cols[0]}] = {r[rows[0], cols[0]]} is marked unavailable by "
-          f"where[{rows[0]}]; a listed item must be available.")
+  avail = _checks.where_mask(where, r, n)
   return r.astype(np.int32), avail
 
 
