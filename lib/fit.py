@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from luce import _checks
 from luce.errors import ConvergenceError, InputError, ShapeError
 from luce.inference import check_connected
-from luce.ties import fit_pl_tied
+from luce.ties import fit_pl_tied, prior_penalty
 
 # The Newton step forms the n × n Fisher information in float64.
 MAX_ITEMS = 8192
@@ -225,19 +225,7 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
   diag = np.diag_indices(n)
 
   def penalty(theta):
-    """Value, gradient and negative-Hessian diagonal of the pseudo-rankings
-    and prior (the prior's full precision, if any, is added separately)."""
-    d = theta - mu
-    lam_d = ridge * d if lam is None else ridge * d + lam @ d
-    val = -0.5 * float(d @ lam_d)
-    grad = -lam_d
-    hdiag = np.full(n, float(ridge))
-    if npseudo:
-      sig = 0.5 * (1.0 + np.tanh(0.5 * theta))
-      val += npseudo * float(np.sum(theta - 2.0 * np.logaddexp(0.0, theta)))
-      grad = grad + npseudo * (1.0 - 2.0 * sig)
-      hdiag = hdiag + 2.0 * npseudo * sig * (1.0 - sig)
-    return val, grad, hdiag
+    return prior_penalty(theta, mu, ridge, lam, npseudo)
 
   with jax.enable_x64(True):
     data = (jnp.asarray(r), None if avail is None else jnp.asarray(avail),

@@ -492,17 +492,7 @@ def fit_pl_tied(rankings, n_items: int, *, tied, max_tie_order: int | None = Non
   diag = np.diag_indices(n)
 
   def penalty(theta):
-    d = theta - mu
-    lam_d = ridge * d if lam is None else ridge * d + lam @ d
-    val = -0.5 * float(d @ lam_d)
-    grad = -lam_d
-    hdiag = np.full(n, float(ridge))
-    if npseudo:
-      sig = 0.5 * (1.0 + np.tanh(0.5 * theta))
-      val += npseudo * float(np.sum(theta - 2.0 * np.logaddexp(0.0, theta)))
-      grad = grad + npseudo * (1.0 - 2.0 * sig)
-      hdiag = hdiag + 2.0 * npseudo * sig * (1.0 - sig)
-    return val, grad, hdiag
+    return prior_penalty(theta, mu, ridge, lam, npseudo)
 
   with jax.enable_x64(True):
     data = (jnp.asarray(blocks(r, -1)), jnp.asarray(blocks(valid, False)),
@@ -856,3 +846,21 @@ def _sample(key, s, lt, *, kk, width, big_d):
            jnp.zeros(m, jnp.int32))
   _, rank, tied, _, _ = lax.fori_loop(0, kk, stage, carry)
   return rank, tied
+
+
+def prior_penalty(theta, mu, ridge, lam, npseudo):
+  """Value, gradient and negative-Hessian diagonal at θ of the Gaussian prior
+  (ridge·I + lam, mean mu) and the pseudo-rankings against a ghost at 0 (the
+  prior's full precision `lam`, if any, enters the Hessian separately)."""
+  n = theta.shape[0]
+  d = theta - mu
+  lam_d = ridge * d if lam is None else ridge * d + lam @ d
+  val = -0.5 * float(d @ lam_d)
+  grad = -lam_d
+  hdiag = np.full(n, float(ridge))
+  if npseudo:
+    sig = 0.5 * (1.0 + np.tanh(0.5 * theta))
+    val += npseudo * float(np.sum(theta - 2.0 * np.logaddexp(0.0, theta)))
+    grad = grad + npseudo * (1.0 - 2.0 * sig)
+    hdiag = hdiag + 2.0 * npseudo * sig * (1.0 - sig)
+  return val, grad, hdiag
