@@ -18,7 +18,8 @@
   save on a full disk, tensorstore's writers), logged with their traceback,
   or raised in an atexit callback (TensorBoard's writer flushing to a full
   disk) are not printed: the run still fails with the one line, naming the
-  first such error even when the main thread saw none.
+  first such error even when the main thread saw none. So are JAX's warnings
+  that a persistent compilation cache entry could not be written to that disk.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import re
 import sys
 import threading
 import traceback
+import warnings
 
 from absl import app, flags
 
@@ -134,6 +136,7 @@ _BACKGROUND: list[BaseException] = []
 _FAILED: list[bool] = []
 _RUNNING: list[bool] = []   # set while the launcher's main runs
 _HELD: list[tuple] = []     # background errors held back meanwhile (_print_held)
+_HELD_WARNINGS: list[tuple] = []  # JAX's cache-write warnings held back meanwhile
 
 
 class _QuietUserErrors(logging.Filter):
@@ -178,6 +181,7 @@ def _quiet_background_errors() -> None:
   threading.excepthook, sys.unraisablehook = on_thread_error, on_unraisable
   sys.excepthook = on_printed_error
   _hold_closed_loop_callbacks()
+  _hold_disk_warnings()
   quiet = _QuietUserErrors()
   from absl import logging as absl_logging
   for handler in {absl_logging.get_absl_handler(), *logging.getLogger().handlers}:
@@ -219,11 +223,43 @@ def _root_user_error(err: BaseException) -> BaseException:
 def _print_held() -> None:
   """Print what was held back (`_quiet_background_errors`), when no user error
   explains it."""
+  while _HELD_WARNINGS:
+    warnings.showwarning(*_HELD_WARNINGS.pop(0))
   while _HELD:
     sys.__excepthook__(*_HELD.pop(0))
 
 
+def _disk_warning(message) -> bool:
+  """A warning that JAX could not write a persistent compilation cache entry
+  because of the user's disk (full, over `ulimit -f`, read-only, no permission)."""
+  text = str(message)
+  return ("persistent compilation cache" in text
+          and any(os.strerror(code) in text for code in USER_ERRNOS))
+
+
+def _hold_disk_warnings() -> None:
+  """While a launcher runs, JAX's warnings that a compilation cache entry could
+  not be written (one per compiled function, two lines each) are held back: a
+  disk error that ends the run explains them; otherwise they print at the end."""
+  if getattr(warnings.showwarning, "_luce_holds", False):
+    return
+  original = warnings.showwarning
+
+  def showwarning(message, category, filename, lineno, file=None, line=None):
+    if _RUNNING and not _show_traceback() and _disk_warning(message):
+      _HELD_WARNINGS.append((message, category, filename, lineno, file, line))
+      return
+    original(message, category, filename, lineno, file, line)
+
+  showwarning._luce_holds = True
+  warnings.showwarning = showwarning
+
+
 def _fail(kind: str, message: str, err: BaseException) -> None:
+  if _errno(err) is None:   # not a disk error: it does not explain held cache warnings
+    while _HELD_WARNINGS:
+      warnings.showwarning(*_HELD_WARNINGS.pop(0))
+  _HELD_WARNINGS.clear()
   if _show_traceback():
     traceback.print_exception(err)
   print(f"{program()}: {kind}: {message}", file=sys.stderr)

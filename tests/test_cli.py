@@ -119,8 +119,13 @@ def test_full_disk_during_async_checkpointing_is_one_line(tmp_path, show):
   args = [str(BIN / "luce-train"), "--config=configs/synthetic.py", f"--workdir={tmp_path / 'w'}",
           "--config.train.num_steps=400", "--config.train.checkpoint_every=50",
           "--config.train.progress_bar=False"] + (["--traceback"] if show else [])
+  # with a persistent compilation cache on the same disk, JAX warns (two lines
+  # each) for every cache entry it cannot write: those are held back too
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=240,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"), preexec_fn=_file_size_limit(8000))
+                        env=env, preexec_fn=_file_size_limit(8000))
   if show:
     # the background threads' tracebacks may still be printing after the one line
     assert proc.returncode == 2 and "Traceback" in proc.stderr, proc.stderr[-3000:]
@@ -157,6 +162,30 @@ def test_a_background_write_error_fails_the_run_even_if_main_succeeds(tmp_path):
   assert "main finished" in proc.stdout
   line = _one_line(proc, "fake_launcher", "OSError: No space left on device: /full/disk/events.out")
   assert line.endswith("(in a background write)"), line
+
+
+CACHE_WARNING_ONLY = '''
+"""luce-fake: a launcher that succeeds although JAX could not write a cache entry."""
+import warnings
+from luce.launchers._cli import launch
+
+def main(argv):
+  warnings.warn("Error writing persistent compilation cache entry for 'jit_step': "
+                "OSError: [Errno 27] File too large")
+  print("main finished")
+
+if __name__ == "__main__":
+  launch(main, __name__)
+'''
+
+
+def test_held_cache_warnings_still_print_when_nothing_explains_them(tmp_path):
+  fake = tmp_path / "fake_launcher.py"
+  fake.write_text(CACHE_WARNING_ONLY)
+  proc = subprocess.run([sys.executable, str(fake)], capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0 and "main finished" in proc.stdout, proc.stderr[-2000:]
+  assert "Error writing persistent compilation cache entry for 'jit_step'" in proc.stderr
 
 
 def test_tensorstore_os_errors_count_as_user_errors():
