@@ -44,6 +44,8 @@ def main(argv):
   from luce import eval as luce_eval
   t0 = time.perf_counter()
   config = _CONFIG.value
+  from luce.train import use_compilation_cache
+  use_compilation_cache(config)
   wf = luce_eval.walk_forward(config, FLAGS.workdir, progress=bool(config.train.progress_bar))
   result = luce_eval.score_backtest(wf)
   result["seconds"]["total"] = round(time.perf_counter() - t0, 1)

@@ -38,6 +38,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   from luce.eval import _compare
   config = _CONFIG.value
+  from luce.train import use_compilation_cache
+  use_compilation_cache(config)
   variants = FLAGS.models or list(_compare.DEFAULT_VARIANTS)
   out = _compare.compare_models(config, variants, FLAGS.workdir,
                                 progress=bool(config.train.progress_bar))

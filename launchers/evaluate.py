@@ -30,7 +30,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from luce.train import evaluate_run, format_table, load_run, write_eval
+  from luce.train import evaluate_run, format_table, load_run, use_compilation_cache, write_eval
+  use_compilation_cache()
   run = load_run(FLAGS.workdir, checkpoint=FLAGS.checkpoint)
   results = evaluate_run(run, FLAGS.split)
   print(format_table(results, f"{FLAGS.split} ({run.checkpoint} checkpoint, step {run.step})",

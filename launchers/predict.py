@@ -48,7 +48,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import pyarrow.parquet as pq
 
-  from luce.train import load_run, predict
+  from luce.train import load_run, predict, use_compilation_cache
+  use_compilation_cache()
   run = load_run(FLAGS.workdir)
   k = FLAGS.k or run.config.data.eval_k
   table, hits = predict(run, FLAGS.split, samples=FLAGS.samples, draws=FLAGS.draws, k=k,

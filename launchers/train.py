@@ -52,7 +52,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   quiet_logs()
   initialize_distributed()
-  from luce.train import train_and_evaluate  # after distributed init: it starts JAX's backend
+  from luce.train import train_and_evaluate, use_compilation_cache  # after distributed init
+  use_compilation_cache(_CONFIG.value)
   train_and_evaluate(_CONFIG.value, FLAGS.workdir)
 
 

@@ -54,6 +54,8 @@ def main(argv):
   for name in ("sampler", "pruner", "objective", "population"):
     if FLAGS[name].value is not None:
       config.tune[name] = FLAGS[name].value
+  from luce.train import use_compilation_cache
+  use_compilation_cache(config)
   config_path = FLAGS["config"].config_filename if hasattr(FLAGS["config"], "config_filename") else None
   tune(config, FLAGS.workdir, study_name=FLAGS.study, storage=FLAGS.storage, trials=FLAGS.trials,
        max_trials=FLAGS.max_trials, config_path=config_path)

@@ -31,6 +31,7 @@ from luce.train._loop import (Checkpoints, Logger, Run, Trainer, batch_indices,
 from luce.train._step import (TrainState, host_copy, init_state, make_mesh, make_optimizer,
                               make_train_step)
 from luce.train._predict import predict
+from luce.train._cache import CompilationCacheWarning, default_cache_dir, use_compilation_cache
 from luce.train._ensemble import EnsembleFamily, EnsembleModel, mixture_nll, stack_weights
 from luce.models import BATCH_KEYS
 from luce.errors import NonFiniteError

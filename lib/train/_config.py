@@ -81,6 +81,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1))  # devices on the data axis; -1: all
 
+  # JAX's persistent compilation cache, which the launchers turn on
+  # (`use_compilation_cache`): "default" is $JAX_COMPILATION_CACHE_DIR when set, else
+  # $LUCE_CACHE_DIR/jax, else ~/.cache/luce/jax; "" turns it off. Functions that took
+  # less than min_compile_secs to compile are not written.
+  c.compile_cache = ml_collections.ConfigDict(dict(dir="default", min_compile_secs=0.0))
+
   c.baselines = ml_collections.ConfigDict(dict(
       names=("uniform", "frequency", "recency", "static"), recency_half_life=50.0, static_prior=0.01))
   # luce-backtest (luce.eval.walk_forward): predict each event from [start, end) with the
@@ -113,6 +119,7 @@ REPORT_ONLY = (
     "train.log_every", "train.progress_bar", "train.async_checkpoints", "train.eval_batch_size",
     "train.max_to_keep", "train.checkpoint_every", "backtest.portfolio_k", "backtest.cost_bps",
     "backtest.bootstrap_samples", "backtest.block", "backtest.level", "backtest.calibration_bins",
+    "compile_cache.dir", "compile_cache.min_compile_secs",
     *(f"tune.{name}" for name in base_config().tune))
 # What a luce-train run never reads when it trains: it resumes whatever they are
 # (the backtest section; data.eval_k, which only its report uses, while a
@@ -217,6 +224,10 @@ def _check_values(c) -> None:
   for name in ("grid_points", "population"):
     need(u[name] >= 1, f"tune.{name}={u[name]} must be >= 1.")
   need(u.startup_trials >= 0, f"tune.startup_trials={u.startup_trials} must be >= 0.")
+  need(isinstance(c.compile_cache.dir, str), f"compile_cache.dir={c.compile_cache.dir!r} must be a "
+       "path, 'default' or '' (off).")
+  need(c.compile_cache.min_compile_secs >= 0,
+       f"compile_cache.min_compile_secs={c.compile_cache.min_compile_secs} must be >= 0.")
   from luce.train._space import parse_space  # imports this module: resolved at call time
   parse_space(u.space, population=u.population > 1)
 

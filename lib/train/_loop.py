@@ -287,6 +287,7 @@ class Trainer:
     self.sharding = batch_sharding(mesh)
     self.compiled = None
     self.compile_seconds = None
+    self.first_step_done = None   # perf_counter() when the first step's results were ready
     self.events_per_second = None
     batch_size = config.train.batch_size
     if batch_size % mesh.size or batch_size % jax.process_count():
@@ -371,6 +372,9 @@ class Trainer:
         batch = queue.popleft()
         queued = fill(queued)
         state, step_metrics = self.compiled(state, batch, step_key)
+        if self.first_step_done is None:
+          jax.block_until_ready(step_metrics)
+          self.first_step_done = time.perf_counter()
         pending.append(step_metrics)
         done = step + 1
         evaluate_now = valid is not None and (done % t.eval_every == 0 or done == until)
@@ -500,8 +504,11 @@ def train_and_evaluate(config, workdir, *, devices=None, on_eval=None, say=None)
     {"valid": name -> metrics (model, baselines, oracle), "family", "nll"
      ("exact" or "bound": the model row's NLL), "step": steps done,
      "best_step", "final_params", "compile_seconds", "events_per_second":
-     steady-state training rate} — the same keys for every family.
+     steady-state training rate, "seconds_to_first_step": from the call to the
+     first step's results (data, baselines, initialisation, compiles; None when
+     a resumed run had no step left)} — the same keys for every family.
   """
+  t_start = time.perf_counter()
   config = checked_config(config)
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
@@ -569,7 +576,9 @@ def train_and_evaluate(config, workdir, *, devices=None, on_eval=None, say=None)
   write_eval(workdir, "valid", best_step, family, config, prepared.kind, results)
   return {"valid": results, "family": family.name, "nll": family.nll_kind,
           "step": int(host_copy(state.step)), "best_step": best_step, "final_params": final_params,
-          "compile_seconds": trainer.compile_seconds, "events_per_second": trainer.events_per_second}
+          "compile_seconds": trainer.compile_seconds, "events_per_second": trainer.events_per_second,
+          "seconds_to_first_step": (None if trainer.first_step_done is None
+                                    else trainer.first_step_done - t_start)}
 
 
 # ---- loading a run (luce-eval, luce-predict) ----------------------------------------------------
