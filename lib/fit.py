@@ -129,7 +129,7 @@ def fit_pl(rankings, n_items: int, *, where=None, counts=None, prior=None, npseu
   Each row of `rankings` is a list best first: its first item was chosen from
   every available item, the second from those left, and so on. A full ranking
   lists every available item; a top-k list stops early, and the items it never
-  lists were available but not chosen. The objective is
+  lists were available but not chosen. The objective is::
 
     Σ_r c_r log P(ranking_r | θ)
       + npseudo Σ_i [θ_i − 2 log(1 + e^{θ_i})]      (pseudo-rankings)
@@ -544,6 +544,7 @@ def fit_cl(rankings, covariates, n_items: int, *, where=None, counts=None,
 
   Existence. θ has a ridge prior (`prior`, as in `fit_pl`); β is
   unpenalised unless the MLE would not exist:
+
   - a covariate direction d that is constant among every event's available
     items carries no information (a flat direction): β is fitted in the
     identified subspace and those covariates are reported in `unidentified`
@@ -555,6 +556,7 @@ def fit_cl(rankings, covariates, n_items: int, *, where=None, counts=None,
     default) β then gets the ridge prior `prior` too, enough for existence,
     and the fit reports `separating_direction`; with beta_prior=0 it raises
     ConvergenceError naming the direction.
+
   With prior=0 and item effects, θ is unpenalised as well and the same
   linear program covers (θ, β): separable data raise ConvergenceError.
 

@@ -409,8 +409,8 @@ def summary(scores, items, available, weights, *, kind: str, k: int, nll=None) -
 
   Returns:
     {"nll_per_event": nats, "hits_at_k", "ndcg_at_k" (ties in expectation),
-     "events": m, "nll_ci95": (lo, hi) the 95% bootstrap interval of the
-     weighted mean NLL (2000 resamples of events, seed 0; NaN for m = 0)},
+    "events": m, "nll_ci95": (lo, hi) the 95% bootstrap interval of the
+    weighted mean NLL (2000 resamples of events, seed 0; NaN for m = 0)},
     plain Python floats.
   """
   _check_kind(kind)

@@ -215,6 +215,7 @@ def fit_pl_mixture(rankings, n_items: int, n_groups, *, where=None, counts=None,
 
   EM, maximising log L − prior/2 Σ_g ‖θ_g‖² (MAP-EM with fit_pl's ridge prior
   on each component):
+
   - E-step: responsibilities r_ug = softmax_g(log w_g + Σ_{e ∈ u} c_e log
     P(ranking_e | θ_g)), from each component's exact float64 PL
     log-probability (`luce.pl_log_prob`) and a logsumexp over g;
@@ -228,6 +229,7 @@ def fit_pl_mixture(rankings, n_items: int, n_groups, *, where=None, counts=None,
     and, near the optimum, lands within a hair of the exact M-step. The last
     iteration's M-step is fit_pl itself, which also gives the standard
     errors.
+
   The objective never decreases; EM stops when one iteration changes it by
   less than tol · max(1, |objective|). Each of `restarts` starts is a random
   partition of the units into G classes (from `seed`); the restart with the

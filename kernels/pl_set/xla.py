@@ -95,8 +95,10 @@ def quadrature_xla(b, valid):
   """log P(S) by the trapezoid rule, for float[B, k] b_i = s_i − log R (any
   float dtype, kept), bool[B, k] valid.
 
-  Closed-form gradient (the same as the Pallas kernels'):
+  Closed-form gradient (the same as the Pallas kernels')::
+
     ∂ log P / ∂b_i = Σ_n p_n L'(x_n + b_i),  p_n = e^{v_n} / Σ_m e^{v_m}
+
   (the pulled-out linear part's 1 for b_i < 0 and its per-node M' = L' − 1
   add up to L'). Its residual is p [B, N], and each direction is one fused
   pass over [B, N, k], where autodiff of the branches kept several

@@ -98,8 +98,8 @@ def compare(d, *, block: int | None = None, samples: int = 2000, level: float = 
 
   Returns:
     {"mean", "ci_low", "ci_high" (percentile block-bootstrap interval at
-     `level`), "p_value" (Diebold-Mariano, two-sided), "dm_statistic",
-     "block", "events", "significant" (CI excludes 0 and p < 1 - level)};
+    `level`), "p_value" (Diebold-Mariano, two-sided), "dm_statistic",
+    "block", "events", "significant" (CI excludes 0 and p < 1 - level)};
     floats for a 1-D d, arrays otherwise.
   """
   if not 0.5 < level < 1:

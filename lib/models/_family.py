@@ -47,7 +47,7 @@ def take_events(arrays: dict, rows: np.ndarray, keys: Sequence[str] = BATCH_KEYS
 
 def chunked(fn: Callable, arrays: dict, batch_size: int, *args, keys: Sequence[str] = BATCH_KEYS,
             dtype=None, take: Callable | None = None) -> np.ndarray:
-  """np.concatenate of fn(chunk, i, *args)[:rows] over fixed-size chunks of events.
+  """np.concatenate of `fn(chunk, i, *args)[:rows]` over fixed-size chunks of events.
 
   Each chunk holds `batch_size` events (the last one padded by repeating the
   final event, then cut), so a jitted `fn` compiles once; `i` is the chunk index.
@@ -91,12 +91,14 @@ def gather_entrants(arrays: dict, rows: np.ndarray, width: int) -> dict:
   """The events `rows` with each event's available items gathered into `width` slots.
 
   Slot j of event e holds its j-th available item in catalog order; slots
-  past the event's count are padding. Keys:
+  past the event's count are padding. Keys::
+
     entrants       int32[B, width]  catalog id of each slot (pads: an unavailable id)
     available      bool[B, width]   real slots (the first count of each row)
     items          [B, k]           each listed item's slot (-1 pads stay -1)
     item_features  float[B, width, f]  the features of the slot's item
     weights, event_features        as in `arrays`
+
   Only the gathered features are read from `arrays`. A listed item that is
   not available is a DataError naming the event row.
   """
