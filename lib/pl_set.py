@@ -10,8 +10,10 @@ order):
 
 Two ways to compute it, both in log space and both differentiable:
 
-- "exact": the subset recursion over the 2^k subsets A of S,
+- "exact": the subset recursion over the 2^k subsets A of S::
+
     f(empty) = 1,  f(A) = sum_{i in A} f(A \\ i) w_i / (R + w_S - w_{A \\ i}),
+
   P(S) = f(S). Every term is positive, so it keeps full relative accuracy even
   where P(S) is tiny; the alternating inclusion-exclusion sum
   sum_{B subset S} (-1)^|B| R / (R + w_B) does not (it cancels

@@ -358,7 +358,7 @@ def pattern_tests(table: EventTable, *, gap_bins: int = 25, n_null: int = 100_00
                   seed: int = 0) -> dict[str, object]:
   """Patterns of numbered k-of-n draws under the uniform null, with p-values.
 
-  Needs a fixed k and no availability list (a lottery). Returns:
+  Needs a fixed k and no availability list (a lottery). Returns::
 
     odd: ChiSquare of the number of odd labels per draw (hypergeometric null);
     low: ChiSquare of labels in the lower half (hypergeometric null);
