@@ -135,8 +135,71 @@ def _escape_pipes(app, what, name, obj, options, lines) -> None:
       lines[i] = "".join(part if j % 2 else part.replace("|", "\\|") for j, part in enumerate(parts))
 
 
+_SECTION = re.compile(r"^(Args|Arguments|Returns|Yields|Raises|Attributes|Example|Examples|Note|Notes)"
+                      r"( \(.*\))?:$")
+_ITEM = re.compile(r"^([-*+] |\d+[.)] )")
+
+
+def _indent(line: str) -> int:
+  return len(line) - len(line.lstrip())
+
+
+def _module_paragraphs(app, what, name, obj, options, lines) -> None:
+  """Module docstrings are plain text: make the blocks a reader sees into reST blocks.
+
+  reST needs a blank line before an indented block and after it, and a list
+  after a blank line; plain-text docstrings often omit both. Where the
+  indentation grows after a paragraph line, the indented block becomes a
+  list (it starts with "- "), a doctest block (">>>") or otherwise a literal
+  block (an example command, a formula, a two-column table), as written; a
+  list item right after a paragraph line starts a list. Google section
+  headers (napoleon reads those) are left alone.
+  """
+  if what != "module":
+    return
+  out, literal_base = [], None
+  for line in lines:
+    blank = not line.strip()
+    if literal_base is not None:
+      if blank or _indent(line) > literal_base:
+        out.append(line)
+        continue
+      literal_base = None
+      if out and out[-1].strip():
+        out.append("")
+    prev = out[-1] if out else ""
+    if not prev.strip() and not blank and literal_base is None:
+      # An indented block after a blank line: literal too, unless a list or doctest.
+      above = next((i for i in range(len(out) - 1, -1, -1) if out[i].strip()), None)
+      if (above is not None and _indent(line) > _indent(out[above])
+          and not _ITEM.match(out[above].lstrip()) and not _SECTION.match(out[above].strip())
+          and not _ITEM.match(line.lstrip()) and not line.lstrip().startswith(">>>")
+          and not out[above].rstrip().endswith("::") and _indent(out[above]) == 0):
+        out[above] = out[above] + (":" if out[above].rstrip().endswith(":") else " ::")
+        literal_base = _indent(out[above])
+        out.append(line)
+        continue
+    if prev.strip() and not blank and not _SECTION.match(prev.strip()):
+      item_prev = bool(_ITEM.match(prev.lstrip()))
+      item = bool(_ITEM.match(line.lstrip()))
+      if _indent(line) > _indent(prev) and not item_prev:
+        out.append("")
+        if not item and not line.lstrip().startswith(">>>"):
+          out[-2] = prev + (":" if prev.rstrip().endswith(":") else " ::")
+          literal_base = _indent(prev)
+      elif _indent(line) == _indent(prev) and item and not item_prev:
+        out.append("")
+      elif _indent(line) < _indent(prev) and not item:
+        item_above = next((o for o in reversed(out) if not o.strip() or _ITEM.match(o.lstrip())), "")
+        if not (item_above.strip() and _indent(item_above) < _indent(line)):
+          out.append("")
+    out.append(line)
+  lines[:] = out
+
+
 def setup(app):
   app.connect("builder-inited", generate)
   app.connect("autodoc-process-docstring", _escape_pipes, priority=100)
+  app.connect("autodoc-process-docstring", _module_paragraphs, priority=110)
   app.connect("autodoc-process-docstring", _constant_docstring)
   return {"parallel_read_safe": True, "parallel_write_safe": True}

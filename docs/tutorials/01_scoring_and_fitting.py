@@ -20,6 +20,7 @@
 
 # %%
 import os
+import sys
 import tempfile
 
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ import numpy as np
 import luce
 import luce.data
 
-if "ipykernel" not in str(matplotlib.get_backend()):
+if "ipykernel" not in sys.modules:
   matplotlib.use("Agg")               # a plain script: write the PNGs, show nothing
 import matplotlib.pyplot as plt
 

@@ -37,7 +37,7 @@ import matplotlib
 
 import luce.configs
 
-if "ipykernel" not in str(matplotlib.get_backend()):
+if "ipykernel" not in sys.modules:
   matplotlib.use("Agg")               # a plain script: write the PNGs, show nothing
 import matplotlib.pyplot as plt
 

@@ -36,7 +36,7 @@ import tempfile
 
 import matplotlib
 
-if "ipykernel" not in str(matplotlib.get_backend()):
+if "ipykernel" not in sys.modules:
   matplotlib.use("Agg")               # a plain script: write the PNGs, show nothing
 import matplotlib.pyplot as plt
 

@@ -29,13 +29,14 @@
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 
 import flax.linen as nn
 import jax.numpy as jnp
 import matplotlib
 
-if "ipykernel" not in str(matplotlib.get_backend()):
+if "ipykernel" not in sys.modules:
   matplotlib.use("Agg")               # a plain script: write the PNGs, show nothing
 import matplotlib.pyplot as plt
 
