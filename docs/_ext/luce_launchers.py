@@ -127,9 +127,17 @@ _CODE = re.compile(r"(``.*?``|`[^`]*`)")
 def _escape_pipes(app, what, name, obj, options, lines) -> None:
   """luce's docstrings are plain text: |S| is a set's size, not a reST substitution.
 
-  Escapes every `|` outside inline code, before napoleon reads the docstring.
+  Escapes every `|` outside inline code, doctests and literal blocks (the
+  indented lines after a `::`), before napoleon reads the docstring.
   """
+  literal_base = None
   for i, line in enumerate(lines):
+    if literal_base is not None:
+      if not line.strip() or _indent(line) > literal_base:
+        continue
+      literal_base = None
+    if line.rstrip().endswith("::"):
+      literal_base = _indent(line)
     if "|" in line and not line.lstrip().startswith(">>>"):
       parts = _CODE.split(line)
       lines[i] = "".join(part if j % 2 else part.replace("|", "\\|") for j, part in enumerate(parts))
@@ -200,6 +208,6 @@ def _module_paragraphs(app, what, name, obj, options, lines) -> None:
 def setup(app):
   app.connect("builder-inited", generate)
   app.connect("autodoc-process-docstring", _escape_pipes, priority=100)
-  app.connect("autodoc-process-docstring", _module_paragraphs, priority=110)
+  app.connect("autodoc-process-docstring", _module_paragraphs, priority=90)
   app.connect("autodoc-process-docstring", _constant_docstring)
   return {"parallel_read_safe": True, "parallel_write_safe": True}
