@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import numpy as np
-from scipy import stats
-from scipy.sparse.csgraph import connected_components
 
 from luce import _checks
 from luce.errors import InputError, ShapeError
@@ -142,6 +140,7 @@ def check_connected(rankings, n_items: int, where=None) -> Connectivity:
     Connectivity with the components, the items that never won or never
     lost, and the components that break the MLE.
   """
+  from scipy.sparse.csgraph import connected_components
   wins = win_matrix(rankings, n_items, where)
   n = wins.shape[0]
   edges = wins > 0
@@ -473,6 +472,7 @@ def likelihood_ratio_test(null, alternative, tol: float = 1e-6) -> LRTest:
         f"one's {ll0:.6g}, impossible for nested maximum-likelihood fits: they are not nested, "
         f"misordered, or one did not reach its maximum (a prior or pseudo-rankings).")
   stat = max(stat, 0.0)
+  from scipy import stats  # here, not at import: scipy.stats takes ~0.6 s to import
   return LRTest(statistic=stat, df=p1 - p0, p_value=float(stats.chi2.sf(stat, p1 - p0)))
 
 
@@ -492,6 +492,7 @@ def summary_table(fit, ref=None, quasi: bool = True) -> dict[str, np.ndarray]:
   se = np.sqrt(np.clip(np.diag(vcov(fit, ref)), 0.0, None))
   with np.errstate(divide="ignore", invalid="ignore"):
     z = np.where(se > 0, est / se, np.nan)
+  from scipy import stats
   p = 2.0 * stats.norm.sf(np.abs(z))
   qse = np.full(est.shape, np.nan)
   if quasi and est.shape[0] >= 3:

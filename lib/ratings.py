@@ -14,7 +14,6 @@ import math
 import numpy as np
 import openskill
 from openskill.models import PlackettLuce
-from scipy.optimize import minimize_scalar
 
 from luce._checks import check_item_lists
 from luce.errors import ConfigError, InputError, ShapeError
@@ -122,6 +121,7 @@ def _fit_temperature(centred_mu, items, available, kind) -> float:
     return -_log_likelihood(centred_mu / math.exp(log_t), items, available, kind)
 
   lo, hi = (math.log(b) for b in T_BOUNDS)
+  from scipy.optimize import minimize_scalar  # here: scipy.optimize takes ~0.4 s to import
   res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6, "maxiter": 200})
   return float(math.exp(res.x))
 

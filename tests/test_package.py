@@ -2,6 +2,7 @@
 and the import rules between its parts hold."""
 
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -177,3 +178,18 @@ def test_lib_never_imports_configs_or_launchers_and_layers_point_down():
       assert target in LAYERS, f"{where}: part {target!r} has no layer in LAYERS; add it"
       assert source in LAYERS, f"part {source!r} has no layer in LAYERS; add it"
       assert LAYERS[target] <= LAYERS[source], f"{where}: {source} must not import {target}"
+
+
+def test_importing_luce_train_leaves_the_slow_optional_modules_unimported():
+  """Every launcher starts by importing luce.train; scipy.stats, scipy.optimize and
+  tensorboardX (torch, where installed) are imported when first used, not before."""
+  code = ("import sys, luce, luce.train, luce.data; "
+          "print(' '.join(m for m in ('scipy.stats', 'scipy.optimize', 'tensorboardX', 'torch') "
+          "if m in sys.modules))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == "", f"imported at `import luce.train`: {proc.stdout.strip()}"
+  from luce import _lazy
+  lazy = _lazy.LazyModule("scipy.special")
+  assert abs(lazy.gammaln(5.0) - 3.1780538303479458) < 1e-12 and "scipy.special" in repr(lazy)

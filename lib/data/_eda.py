@@ -12,10 +12,11 @@ import dataclasses
 import math
 
 import numpy as np
-from scipy import special, stats
-from scipy.cluster.vq import kmeans2
-
+from luce._lazy import LazyModule
 from luce.data._table import EventTable
+
+special, stats = LazyModule("scipy.special"), LazyModule("scipy.stats")
+_vq = LazyModule("scipy.cluster.vq")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +243,7 @@ class Clusters:
 
 def _cluster(profile: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
   profile = profile - profile.mean(axis=0)
-  _, labels = kmeans2(profile, n_clusters, seed=seed, minit="++")
+  _, labels = _vq.kmeans2(profile, n_clusters, seed=seed, minit="++")
   return labels
 
 

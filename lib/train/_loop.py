@@ -19,7 +19,6 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from luce import metrics
@@ -227,6 +226,7 @@ class Logger:
       kept = [line for line in self.path.read_text().splitlines()
               if line and json.loads(line)["step"] <= start_step]
       self.path.write_text("".join(line + "\n" for line in kept))
+    from tensorboardX import SummaryWriter  # here: it imports torch when torch is installed
     self.writer = SummaryWriter(str(folder / "tensorboard"), purge_step=start_step or None)
 
   def write(self, step: int, split: str, values: dict) -> None:
