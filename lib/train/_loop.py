@@ -213,6 +213,22 @@ class Checkpoints:
       manager.close()
 
 
+def _summary_writer():
+  """tensorboardX's SummaryWriter, imported on first use. Its import imports torch
+  when torch is installed (1.6 s here), only to accept torch tensors, which luce never
+  passes: unless torch is already loaded, the import runs with torch hidden."""
+  import sys
+  if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None   # `import torch` raises ImportError meanwhile
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class Logger:
   """Metrics as JSON lines (`metrics.jsonl`) and TensorBoard event files, from process 0 only."""
 
@@ -226,8 +242,7 @@ class Logger:
       kept = [line for line in self.path.read_text().splitlines()
               if line and json.loads(line)["step"] <= start_step]
       self.path.write_text("".join(line + "\n" for line in kept))
-    from tensorboardX import SummaryWriter  # here: it imports torch when torch is installed
-    self.writer = SummaryWriter(str(folder / "tensorboard"), purge_step=start_step or None)
+    self.writer = _summary_writer()(str(folder / "tensorboard"), purge_step=start_step or None)
 
   def write(self, step: int, split: str, values: dict) -> None:
     if not self.enabled:
@@ -523,7 +538,6 @@ def train_and_evaluate(config, workdir, *, devices=None, on_eval=None, say=None)
   if n_train < config.train.batch_size:
     raise ConfigError(f"train.batch_size={config.train.batch_size} is larger than the {n_train} "
                       f"training events.")
-  references = reference_scores(prepared, config, "valid", baseline_scores(prepared, config))
   say(f"data: {config.data.source} ({prepared.kind}, {len(prepared.table)} events, "
       f"{prepared.n_items} items; train/valid/test {n_train}/{len(prepared.split_range('valid'))}/"
       f"{len(prepared.split_range('test'))}) ready in {time.perf_counter() - t_data:.1f}s")
@@ -560,7 +574,9 @@ def train_and_evaluate(config, workdir, *, devices=None, on_eval=None, say=None)
                            progress=bool(config.train.progress_bar), say=say, on_eval=on_eval)
     checkpoints.wait()
     final_params = host_copy(state.params)
-    # Report the best checkpoint's validation metrics beside the references.
+    # Report the best checkpoint's validation metrics beside the references (fitted
+    # here, after training, so that the first step does not wait for them).
+    references = reference_scores(prepared, config, "valid", baseline_scores(prepared, config))
     best_step = checkpoints.best.latest_step()
     params = final_params
     if best_step is not None:
