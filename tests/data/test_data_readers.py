@@ -95,6 +95,14 @@ def test_sp500_prices():
   assert top.k == 5 and top.kind == "set"
 
 
+def test_sp500_prices_are_skfolios_own_frame():
+  """luce reads skfolio's file without importing skfolio: the frame must be the one
+  skfolio's loader returns, index dtype and all."""
+  import pandas as pd
+  from skfolio.datasets import load_sp500_dataset
+  pd.testing.assert_frame_equal(ld._readers.load_sp500_prices(), load_sp500_dataset())
+
+
 # ---- small files written here -----------------------------------------------------
 
 def _write(tmp_path, name, text, newline="\n", bom=False):
