@@ -35,6 +35,14 @@ from luce.data._features import (
     check_no_lookahead,
     perturb_from,
 )
+from luce.data._store import (
+    STORE_DTYPES,
+    FeatureStore,
+    build_store,
+    feature_chunks,
+    from_bfloat16_bits,
+    to_bfloat16_bits,
+)
 from luce.data._batching import TimeSplit, batches, model_arrays, split_by_time
 from luce.data._eda import (
     ChiSquare,

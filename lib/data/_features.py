@@ -131,6 +131,21 @@ def item_history(table: EventTable, config: FeatureConfig) -> tuple[np.ndarray, 
   Built in blocks of events with carried state (running counts, last pick), as
   numpy's accumulations along the event axis of an [m, n] array are slow.
   """
+  out, names, _ = _item_history(table, config)
+  return out, names
+
+
+def _item_history(table: EventTable, config: FeatureConfig, last_pick: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+  """`item_history` of `table`, the items' last picks carried in and out.
+
+  `last_pick`: int32[n], the index (relative to the table's first event) of
+  each item's last pick before the first event; -1 (the default) is "never
+  picked". Returns the features, their names and the last picks before the
+  event after the last one. `luce.data.build_store` builds a long table in
+  chunks this way: rows whose windows reach before the chunk are read again
+  from the events before it, and only the last picks are carried.
+  """
   inc = table.inclusion_matrix()                                   # bool[m, n]
   m, n = inc.shape
   ranks = config.ranks if config.ranks is not None else table.kind != "set"
@@ -144,7 +159,8 @@ def item_history(table: EventTable, config: FeatureConfig) -> tuple[np.ndarray, 
   out = np.empty((m, n, len(names)), dtype=np.dtype(config.dtype))
   # counts[t] = number of events < t that picked the item.
   counts = np.zeros((m + 1, n), dtype=np.int32) if config.horizons else None
-  last_pick = np.full(n, -1, dtype=np.int32)                        # carried across blocks
+  last_pick = (np.full(n, -1, dtype=np.int32) if last_pick is None    # carried across blocks
+               else np.asarray(last_pick, np.int32).copy())
   for s in range(0, m, _BLOCK):
     e = min(s + _BLOCK, m)
     block = out[s:e]
@@ -155,9 +171,9 @@ def item_history(table: EventTable, config: FeatureConfig) -> tuple[np.ndarray, 
     for source in ([inc, scores] if ranks else [inc]):
       for lag in range(1, config.last + 1):
         lo = max(s - lag, 0)                                       # rows t - lag for t in [s, e)
-        zeros = lo - (s - lag)
+        zeros = min(lo - (s - lag), e - s)                          # rows with no event lag back
         block[:zeros, :, f] = 0
-        block[zeros:, :, f] = source[lo:e - lag]
+        block[zeros:, :, f] = source[lo:max(e - lag, lo)]
         f += 1
     t = np.arange(s, e)
     for h in config.horizons:
@@ -166,7 +182,8 @@ def item_history(table: EventTable, config: FeatureConfig) -> tuple[np.ndarray, 
       block[:, :, f] = (counts[t] - counts[lo]) * scale
       f += 1
     if config.since_last:
-      seen = np.where(inc[s:e], t.astype(np.int32)[:, None], np.int32(-1))
+      # Never picked in the block: below any carried last pick (which may be < -1).
+      seen = np.where(inc[s:e], t.astype(np.int32)[:, None], np.int32(min(-1, int(last_pick.min(initial=-1)))))
       seen[0] = np.maximum(seen[0], last_pick)
       np.maximum.accumulate(seen, axis=0, out=seen)                 # last pick at or before t
       before = np.empty_like(seen)
@@ -175,7 +192,7 @@ def item_history(table: EventTable, config: FeatureConfig) -> tuple[np.ndarray, 
       block[:, :, f] = np.log1p((t[:, None] - before).astype(np.float32))
       last_pick = seen[-1]
       f += 1
-  return out, tuple(names)
+  return out, tuple(names), last_pick
 
 
 def calendar(table: EventTable) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -230,6 +247,31 @@ def covariate_features(table: EventTable, config: FeatureConfig) -> tuple[np.nda
   the group history of event t uses the outcomes of events < t only. Items
   not available in an event get 0 in every column.
   """
+  out, names, _ = _covariate_features(table, config)
+  return out, names
+
+
+def covariate_levels(table: EventTable, name: str) -> np.ndarray:
+  """The sorted levels (str) of categorical covariate `name` in `table`, "" included
+  (what unavailable items count as)."""
+  values = table.covariates(name)
+  return np.unique(np.append(np.where(table.available_mask(), values, "").astype(str), ""))
+
+
+def _covariate_features(table: EventTable, config: FeatureConfig, groups: dict | None = None,
+                        carry_at: int | None = None) -> tuple[np.ndarray, tuple[str, ...], dict]:
+  """`covariate_features` of `table`, the group history's running sums carried in and out.
+
+  `groups`: categorical covariate name -> (levels, sums float64[g], counts
+  float64[g]): the levels of the whole table (`covariate_levels`) and the sums
+  of outcomes and entries of each level over the events before `table`'s first
+  (default: this table's own levels, zeros). Returns the features, their names
+  and the same dict for the events before row `carry_at` of this table (a
+  running sum continued from the carried one adds the same numbers in the same
+  order as one over the whole table, so the chunks agree with it bit for bit).
+  """
+  groups = groups or {}
+  carried = {}
   names = table.covariate_columns()
   m, n = len(table), table.n_items
   available = table.available_mask()
@@ -251,17 +293,30 @@ def covariate_features(table: EventTable, config: FeatureConfig) -> tuple[np.nda
       continue
     if outcome is None:
       outcome = outcome_scores(table).astype(np.float64)
-    levels, codes = np.unique(np.where(available, values, "").astype(str), return_inverse=True)
+    text = np.where(available, values, "").astype(str)
+    if name in groups:
+      levels, start_sums, start_counts = groups[name]
+      codes = np.searchsorted(levels, text)
+      if not np.array_equal(levels[np.minimum(codes, len(levels) - 1)], text):
+        raise DataError(f"covariate {name!r}: a level of these events is not among the {len(levels)} "
+                        f"levels given for the whole table.")
+    else:
+      levels, codes = np.unique(text, return_inverse=True)
+      start_sums = start_counts = None
     codes = codes.reshape(m, n)
-    present = available & (np.where(available, values, "").astype(str) != "")
+    present = available & (text != "")
     g = len(levels)
     rows = np.repeat(np.arange(m), n).reshape(m, n)
     sums = np.zeros((m + 1, g))
     counts = np.zeros((m + 1, g))
+    if start_sums is not None:
+      sums[0], counts[0] = start_sums, start_counts
     np.add.at(sums[1:], (rows[present], codes[present]), outcome[present])
     np.add.at(counts[1:], (rows[present], codes[present]), 1.0)
     np.cumsum(sums, axis=0, out=sums)                                 # sums[t]: events < t
     np.cumsum(counts, axis=0, out=counts)
+    if carry_at is not None:
+      carried[name] = (levels, sums[carry_at].copy(), counts[carry_at].copy())
     t = np.arange(m)
     for h in config.group_horizons:
       lo = np.maximum(t - h, 0)
@@ -275,8 +330,8 @@ def covariate_features(table: EventTable, config: FeatureConfig) -> tuple[np.nda
     cols.append((present & ~seen).astype(np.float64))
     out_names.append(f"grp_{short}_new")
   if not cols:
-    return np.zeros((m, n, 0), np.dtype(config.dtype)), ()
-  return np.stack(cols, axis=2).astype(np.dtype(config.dtype)), tuple(out_names)
+    return np.zeros((m, n, 0), np.dtype(config.dtype)), (), carried
+  return np.stack(cols, axis=2).astype(np.dtype(config.dtype)), tuple(out_names), carried
 
 
 def cache_key(table: EventTable, config: FeatureConfig) -> str:

@@ -1,0 +1,347 @@
+"""The on-disk feature store: features built in chunks of events, in shards of .npy files.
+
+For tables whose features do not fit in memory (`build_features` of 10,000,000
+events of 80 items is a 24 GiB array), `build_store` builds them a chunk of
+events at a time (memory bounded by the chunk) and writes each chunk as one
+shard: plain `.npy` files, one per array, read back row by row with `pread`
+(`FeatureStore.rows`), so a random batch costs one small read per event and
+the reader's memory does not grow with the store. Item features may be stored
+as float16 or bfloat16 (half the disk and reads); the rest keeps its dtype.
+
+`store.json` in the folder holds the data's content hash, the feature config,
+the storage dtype and the shard list; a later `build_store` with the same three
+reuses the store, and rebuilds it (saying why) when any changed.
+
+Chunked building gives exactly the features of `build_features`: a chunk's
+rows whose windows (the last L events, the rate horizons, the group-history
+horizons, the calendar gap) reach before the chunk are computed from the
+events before it, re-read from the table, and the state with unbounded reach
+(each item's last pick, the group history's running sums) is carried from the
+previous chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from luce.data._features import (FEATURES_VERSION, FeatureConfig, Features, _covariate_features,
+                                 _item_history, calendar, covariate_levels, static_items)
+from luce.data._table import EventTable, padded
+from luce.errors import ConfigError, DataError
+
+STORE_VERSION = 1
+STORE_DTYPES = ("float32", "float16", "bfloat16")
+# Per-event arrays of a shard: name -> what it holds.
+SHARD_ARRAYS = ("item", "event", "available", "items", "lengths", "weights")
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
+  """uint16 bit patterns of float32 `x` rounded to bfloat16 (to nearest, ties to even).
+
+  `x` must be finite (the store refuses non-finite features before this).
+  """
+  bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+  rounding = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+  return ((bits + rounding) >> np.uint32(16)).astype(np.uint16)
+
+
+def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
+  """float32 values of bfloat16 bit patterns (uint16); exact."""
+  return (np.asarray(bits, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def _is_categorical(table: EventTable, column: str) -> bool:
+  import pyarrow as pa
+  value_type = table.events.schema.field(column).type.value_type
+  if pa.types.is_dictionary(value_type):
+    value_type = value_type.value_type
+  return not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type))
+
+
+def feature_chunks(table: EventTable, config: FeatureConfig | None = None, *,
+                   chunk_events: int = 262_144) -> Iterator[tuple[int, int, Features]]:
+  """`build_features(table, config)` a chunk of events at a time.
+
+  Yields (start, stop, features of events [start, stop)), chunks of
+  `chunk_events` events in time order; their concatenation equals
+  `build_features(table, config)` bit for bit. Memory is bounded by a chunk
+  (plus the history span before it), not by the table.
+  """
+  config = config or FeatureConfig()
+  if chunk_events < 1:
+    raise ConfigError(f"chunk_events={chunk_events} must be >= 1.")
+  m, n = len(table), table.n_items
+  covariates = config.covariates and bool(table.covariate_columns())
+  categorical = [c for c in table.covariate_columns() if _is_categorical(table, c)] if covariates else []
+  spans = [1, config.last, *config.horizons]
+  if categorical and config.group_horizons:
+    spans += list(config.group_horizons)
+  span = max(spans)
+  static, static_names = (static_items(table) if config.static
+                          else (np.zeros((n, 0), np.float32), ()))
+  groups = {}
+  if config.group_horizons:
+    for name in categorical:
+      levels = np.unique(np.concatenate(
+          [covariate_levels(table.slice(s, s + chunk_events), name) for s in range(0, m, chunk_events)]
+          or [np.array([""])]))
+      groups[name] = (levels, np.zeros(len(levels)), np.zeros(len(levels)))
+  last_pick = np.full(n, -1, dtype=np.int64)                        # global event index
+  for start in range(0, m, chunk_events):
+    stop = min(start + chunk_events, m)
+    lo = max(start - span, 0)                                        # the history span re-read
+    part = table.slice(lo, stop)
+    keep = start - lo
+    # The re-read rows before the chunk see last picks from after them (log1p of a
+    # negative gap); they are dropped, and the chunk's own rows are exact.
+    with np.errstate(divide="ignore", invalid="ignore"):
+      item, item_names, end_pick = _item_history(part, config, (last_pick - lo).astype(np.int32))
+    last_pick = end_pick.astype(np.int64) + lo
+    item = item[keep:]
+    if covariates:
+      next_lo = max(stop - span, 0)
+      cov, cov_names, groups = _covariate_features(part, config, groups, carry_at=next_lo - lo)
+      item, item_names = np.concatenate([item, cov[keep:]], axis=2), item_names + cov_names
+    if config.calendar:
+      event, event_names = calendar(part)
+      event = event[keep:]
+    else:
+      event, event_names = np.zeros((stop - start, 0), np.float32), ()
+    available = part.available_mask()[keep:]
+    yield start, stop, Features(item, item_names, event, event_names, static, static_names, available)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Column:
+  """One array of one shard on disk: where its rows start and how long a row is."""
+  path: str
+  offset: int
+  rows: int
+  row_shape: tuple[int, ...]
+  dtype: np.dtype
+
+  @property
+  def row_bytes(self) -> int:
+    return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _npy_column(path: pathlib.Path) -> _Column:
+  try:
+    with open(path, "rb") as f:
+      version = np.lib.format.read_magic(f)
+      reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+      shape, fortran, dtype = reader(f)
+      offset = f.tell()
+  except (OSError, ValueError) as err:
+    raise DataError(f"{path}: not a readable .npy file ({err}); the store is damaged: rebuild "
+                    f"it (delete {path.parent}).") from None
+  if fortran:
+    raise DataError(f"{path}: a Fortran-ordered array; the feature store writes C order.")
+  return _Column(str(path), offset, int(shape[0]), tuple(int(d) for d in shape[1:]), np.dtype(dtype))
+
+
+class FeatureStore:
+  """A feature store on disk (`build_store`), read by rows.
+
+  Attributes:
+    folder: the store's folder.
+    meta: the content of `store.json` (data_hash, feature_config, dtype, n_events,
+      n_items, k_max, item_names, event_names, static_names, shards, ...).
+    static: float32[n, s] per-item catalog features.
+  """
+
+  def __init__(self, folder: str | os.PathLike):
+    self.folder = pathlib.Path(folder)
+    meta_path = self.folder / "store.json"
+    if not meta_path.exists():
+      raise DataError(f"{self.folder}: no feature store there (no store.json); build one with "
+                      f"luce.data.build_store.")
+    self.meta = json.loads(meta_path.read_text())
+    if self.meta.get("version") != STORE_VERSION:
+      raise DataError(f"{meta_path}: store version {self.meta.get('version')!r}, this luce reads "
+                      f"version {STORE_VERSION}; rebuild it (luce.data.build_store).")
+    self.starts = np.array([s["start"] for s in self.meta["shards"]] + [self.meta["n_events"]],
+                           dtype=np.int64)
+    self.columns = {key: [_npy_column(self.folder / s["files"][key]) for s in self.meta["shards"]]
+                    for key in SHARD_ARRAYS}
+    for cols in self.columns.values():
+      for shard, col in enumerate(cols):
+        want = self.starts[shard + 1] - self.starts[shard]
+        if col.rows != want:
+          raise DataError(f"{col.path}: {col.rows} rows, store.json says shard {shard} holds "
+                          f"{want}; the store is damaged: rebuild it (delete {self.folder}).")
+    self.static = np.load(self.folder / "static.npy")
+    self._fds: dict[str, int] = {}
+
+  def __len__(self) -> int:
+    return int(self.meta["n_events"])
+
+  def __getstate__(self):  # picklable for Grain's worker processes: file descriptors reopen
+    return {"folder": self.folder}
+
+  def __setstate__(self, state):
+    self.__init__(state["folder"])
+
+  def _fd(self, path: str) -> int:
+    fd = self._fds.get(path)
+    if fd is None:
+      fd = self._fds[path] = os.open(path, os.O_RDONLY)
+    return fd
+
+  def shard_of(self, rows: np.ndarray) -> np.ndarray:
+    """int64[len(rows)]: the shard holding each event row."""
+    return np.searchsorted(self.starts, rows, side="right") - 1
+
+  def rows(self, key: str, rows) -> np.ndarray:
+    """The event rows `rows` (int array, any order) of array `key` (SHARD_ARRAYS),
+    as stored (item features as float32 whatever the storage dtype)."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    m = len(self)
+    if rows.size and (rows.min() < 0 or rows.max() >= m):
+      bad = int(rows[(rows < 0) | (rows >= m)][0])
+      raise DataError(f"{self.folder}: event row {bad} is outside the store's {m} events.")
+    cols = self.columns[key]
+    first = cols[0]
+    out = np.empty((len(rows),) + first.row_shape, dtype=first.dtype)
+    flat = out.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), -1) if len(rows) else out
+    shards = self.shard_of(rows)
+    # Runs of consecutive rows in one shard are one read each.
+    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(shards) != 0)) + 1
+    for lo, hi in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]])):
+      if lo == hi:
+        continue
+      col = cols[int(shards[lo])]
+      local = int(rows[lo] - self.starts[shards[lo]])
+      size = (hi - lo) * col.row_bytes
+      data = os.pread(self._fd(col.path), size, col.offset + local * col.row_bytes)
+      if len(data) != size:
+        raise DataError(f"{col.path}: short read ({len(data)} of {size} bytes); the store is "
+                        f"damaged: rebuild it (delete {self.folder}).")
+      flat[lo:hi] = np.frombuffer(data, np.uint8).reshape(hi - lo, -1)
+    if key == "item":
+      if self.meta["dtype"] == "bfloat16":
+        return from_bfloat16_bits(out)
+      return out.astype(np.float32, copy=False)
+    return out
+
+  def close(self) -> None:
+    for fd in self._fds.values():
+      os.close(fd)
+    self._fds = {}
+
+
+def _store_key(table: EventTable, config: FeatureConfig, dtype: str) -> dict:
+  return {"features_version": FEATURES_VERSION, "data_hash": table.content_hash,
+          "feature_config": json.loads(config.key()), "dtype": dtype}
+
+
+def _encode_item(item: np.ndarray, names, dtype: str, where: str) -> np.ndarray:
+  if not np.isfinite(item).all():
+    j = int(np.flatnonzero(~np.isfinite(item).reshape(-1, item.shape[2]).all(axis=0))[0])
+    raise DataError(f"{where}: feature {names[j]!r} has non-finite values; the store keeps "
+                    f"finite features only.")
+  if dtype == "float32":
+    return np.ascontiguousarray(item, np.float32)
+  if dtype == "bfloat16":
+    return to_bfloat16_bits(item)
+  big = np.abs(item).reshape(-1, item.shape[2]).max(axis=0, initial=0) > _FLOAT16_MAX
+  if big.any():
+    j = int(np.flatnonzero(big)[0])
+    raise DataError(f"{where}: feature {names[j]!r} reaches beyond float16's range "
+                    f"(|x| > {_FLOAT16_MAX:g}); use store dtype bfloat16 or float32.")
+  return item.astype(np.float16)
+
+
+def build_store(table: EventTable, folder: str | os.PathLike, config: FeatureConfig | None = None, *,
+                dtype: str = "bfloat16", chunk_events: int = 262_144,
+                say: Callable[[str], None] = print) -> FeatureStore:
+  """Build (or reuse) the feature store of `table` in `folder`.
+
+  Args:
+    table: the events.
+    folder: the store's folder (created); it holds `store.json`, `static.npy`
+      and per shard `shard-NNNNN.{item,event,available,items,lengths,weights}.npy`.
+    config: the features (default FeatureConfig()); built as float32, then
+      the item features are stored as `dtype`.
+    dtype: storage dtype of the item features: "float32", "float16" (refused,
+      naming the feature, when a value is beyond its range) or "bfloat16"
+      (float32's range, 8 bits of mantissa).
+    chunk_events: events per chunk (and per shard); memory is bounded by it.
+    say: where the build/reuse message goes.
+
+  Returns:
+    The FeatureStore. When `folder` already holds a store of the same data
+    (content hash), feature config and dtype it is reused as it is; when any
+    of the three differs it is rebuilt, and `say` names what changed.
+  """
+  config = dataclasses.replace(config or FeatureConfig(), dtype="float32")
+  if dtype not in STORE_DTYPES:
+    raise ConfigError(f"store dtype={dtype!r}; valid: {', '.join(STORE_DTYPES)}.")
+  if chunk_events < 1:
+    raise ConfigError(f"chunk_events={chunk_events} must be >= 1.")
+  folder = pathlib.Path(folder)
+  meta_path = folder / "store.json"
+  key = _store_key(table, config, dtype)
+  if meta_path.exists():
+    try:
+      old = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+      old = {}
+    changed = [name for name in key if old.get(name) != key[name]]
+    if not changed and old.get("version") == STORE_VERSION:
+      return FeatureStore(folder)
+    say(f"feature store {folder}: {', '.join(changed) or 'store version'} changed since it was "
+        f"built; rebuilding it")
+    meta_path.unlink()                    # the folder holds no store until the new one is whole
+  folder.mkdir(parents=True, exist_ok=True)
+  for old_file in folder.glob("shard-*.npy"):
+    old_file.unlink()
+  t0 = time.perf_counter()
+  m, k_max = len(table), table.k_max
+  shards, last = [], None
+  most_available = 0
+  lengths_all = table.lengths().astype(np.int32)
+  weights_all = table.weights().astype(np.float32)
+  for index, (start, stop, feats) in enumerate(feature_chunks(table, config, chunk_events=chunk_events)):
+    part = table.slice(start, stop)
+    values, offsets = part.items_flat()
+    arrays = {
+        "item": _encode_item(feats.item, feats.item_names, dtype, f"{folder} events {start}..{stop - 1}"),
+        "event": np.ascontiguousarray(feats.event, np.float32),
+        "available": np.ascontiguousarray(feats.available),
+        "items": padded(values, offsets - offsets[0], fill=-1) if k_max else np.zeros((stop - start, 0), np.int32),
+        "lengths": lengths_all[start:stop],
+        "weights": weights_all[start:stop],
+    }
+    if arrays["items"].shape[1] < k_max:
+      arrays["items"] = np.pad(arrays["items"], ((0, 0), (0, k_max - arrays["items"].shape[1])),
+                               constant_values=-1)
+    arrays["items"] = arrays["items"].astype(np.int32)
+    most_available = max(most_available, int(feats.available.sum(axis=1).max(initial=0)))
+    files = {}
+    for name, value in arrays.items():
+      files[name] = f"shard-{index:05d}.{name}.npy"
+      np.save(folder / files[name], value)
+    shards.append({"start": start, "stop": stop, "files": files})
+    last = feats
+  if last is None:
+    raise DataError("build_store: the table has no events.")
+  np.save(folder / "static.npy", last.static.astype(np.float32))
+  meta = {"version": STORE_VERSION, **key, "n_events": m, "n_items": table.n_items, "k_max": k_max,
+          "kind": table.kind, "chunk_events": chunk_events, "max_available": most_available,
+          "item_names": list(last.item_names), "event_names": list(last.event_names),
+          "static_names": list(last.static_names), "shards": shards,
+          "build_seconds": round(time.perf_counter() - t0, 2)}
+  tmp = meta_path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(meta, indent=1) + "\n")
+  os.replace(tmp, meta_path)  # store.json last: its presence says the store is whole
+  return FeatureStore(folder)
