@@ -228,8 +228,8 @@ slow = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 if slow:  # keep the run alive after its first checkpoint so the parent can kill it mid-run
   import time
   save = luce.train.Checkpoints.save
-  def slow_save(self, manager, step, state, meta):
-    save(self, manager, step, state, meta)
+  def slow_save(self, manager, step, state, meta, *data_state):
+    save(self, manager, step, state, meta, *data_state)
     if manager is self.latest:
       time.sleep(slow)
   luce.train.Checkpoints.save = slow_save
@@ -270,6 +270,11 @@ EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS
 
 
 def device_config(family):
+  """"pl", "diffusion", or "pl-store": PL through the feature store and the Grain
+  pipeline (bfloat16 features, one prefetching worker process)."""
+  if family == "pl-store":
+    return tiny_config(family="pl", **{"train.batch_size": 32, "data.pipeline": "store",
+                                       "data.chunk_events": 150, "data.workers": 1})
   return tiny_config(family=family, **{"train.batch_size": 32})
 
 
@@ -288,7 +293,7 @@ def one_device_run(tmp_path_factory):
   return get
 
 
-@pytest.mark.parametrize("family", ["pl", "diffusion"])
+@pytest.mark.parametrize("family", ["pl", "diffusion", "pl-store"])
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, family, one_device_run):
   config = device_config(family)
   _, straight_npz = one_device_run(family)
@@ -307,6 +312,11 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, family, one_device_ru
 
   output = run_child(config, tmp_path / "killed", tmp_path / "resumed.npz", 0, "one", env=EIGHT)
   assert "resumed from" in output
+  if family == "pl-store":  # the killed run's store is reused; its Grain state was saved
+    assert "features: reused (3 shards, item features bfloat16)" in output
+    saved = max(finished_steps(tmp_path / "killed" / "checkpoints"))
+    state = tmp_path / "killed" / "checkpoints" / str(saved) / "data" / "process_0-of-1.json"
+    assert state.exists(), list(state.parent.parent.iterdir())
   straight, nll_a, step_a = load_out(straight_npz)
   resumed, nll_b, step_b = load_out(tmp_path / "resumed.npz")
   assert step_a == step_b == 20

@@ -180,6 +180,7 @@ class FeatureStore:
           raise DataError(f"{col.path}: {col.rows} rows, store.json says shard {shard} holds "
                           f"{want}; the store is damaged: rebuild it (delete {self.folder}).")
     self.static = np.load(self.folder / "static.npy")
+    self.reused = False   # build_store: True when it found this store whole and current
     self._fds: dict[str, int] = {}
 
   def __len__(self) -> int:
@@ -298,7 +299,9 @@ def build_store(table: EventTable, folder: str | os.PathLike, config: FeatureCon
       old = {}
     changed = [name for name in key if old.get(name) != key[name]]
     if not changed and old.get("version") == STORE_VERSION:
-      return FeatureStore(folder)
+      store = FeatureStore(folder)
+      store.reused = True
+      return store
     say(f"feature store {folder}: {', '.join(changed) or 'store version'} changed since it was "
         f"built; rebuilding it")
     meta_path.unlink()                    # the folder holds no store until the new one is whole

@@ -15,12 +15,15 @@ import json
 import ml_collections
 
 from luce.baselines import NAMES as BASELINE_NAMES
+from luce.data import STORE_DTYPES
 from luce.diffusion import MIXERS, DiffusionFamily
 from luce.errors import ConfigError
 from luce.models import ENCODERS, PLFamily
 
 # The one place a `model.family` name becomes a family object (`luce.train.build_family`).
 FAMILIES = {"pl": PLFamily, "diffusion": DiffusionFamily}
+# Where training batches come from (`data.pipeline`).
+PIPELINES = ("memory", "store")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -39,6 +42,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.test_from = ""
   c.data.test_until = ""                  # drop events at or after this time ("" keeps all)
   c.data.eval_k = 5                       # k of hits@k and NDCG@k
+  # Where training batches come from: "memory" (every feature in memory; small data) or
+  # "store" (luce.data.build_store: features built store_dtype in chunks of chunk_events
+  # events into the on-disk store in store_dir, "" = WORKDIR/features, reused while the data
+  # and features are unchanged; batches read by a Grain pipeline, sharded per process,
+  # prefetched by `workers` worker processes, 0 = in the training process, its state saved
+  # in each checkpoint). luce-train only: backtests read in memory.
+  c.data.pipeline = "memory"
+  c.data.store_dir = ""
+  c.data.store_dtype = "bfloat16"         # item features on disk: float32, float16 or bfloat16
+  c.data.chunk_events = 262_144
+  c.data.workers = 0
   # Item history (last L events, rates over horizons), calendar, catalog features and
   # the per-event item covariates (`cov_*` columns: value, cross-sectional z-score,
   # and for categorical ones the group's results over `group_horizons` events).
@@ -120,6 +134,8 @@ REPORT_ONLY = (
     "train.max_to_keep", "train.checkpoint_every", "backtest.portfolio_k", "backtest.cost_bps",
     "backtest.bootstrap_samples", "backtest.block", "backtest.level", "backtest.calibration_bins",
     "compile_cache.dir", "compile_cache.min_compile_secs",
+    # The store's place and chunking change nothing it holds (chunks equal the whole).
+    "data.store_dir", "data.chunk_events",
     *(f"tune.{name}" for name in base_config().tune))
 # What a luce-train run never reads when it trains: it resumes whatever they are
 # (the backtest section; data.eval_k, which only its report uses, while a
@@ -205,6 +221,14 @@ def _check_values(c) -> None:
   need(c.optimizer.schedule in ("cosine", "constant"),
        f"optimizer.schedule={c.optimizer.schedule!r}; valid: cosine, constant.")
   need(c.data.eval_k >= 1, f"data.eval_k={c.data.eval_k} must be >= 1.")
+  need(c.data.pipeline in PIPELINES, f"data.pipeline={c.data.pipeline!r}; valid: {', '.join(PIPELINES)}.")
+  need(c.data.store_dtype in STORE_DTYPES,
+       f"data.store_dtype={c.data.store_dtype!r}; valid: {', '.join(STORE_DTYPES)}.")
+  need(isinstance(c.data.store_dir, str), f"data.store_dir={c.data.store_dir!r} must be a path or "
+       "'' (WORKDIR/features).")
+  need(c.data.chunk_events >= 1, f"data.chunk_events={c.data.chunk_events} must be >= 1.")
+  need(c.data.workers >= 0, f"data.workers={c.data.workers} must be >= 0 (0: read in the training "
+       "process).")
   for name in c.baselines.names:
     need(name in BASELINE_NAMES, f"baselines.names has {name!r}; valid: {', '.join(BASELINE_NAMES)}.")
   b = c.backtest

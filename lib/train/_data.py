@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
 import luce.data
 from luce import baselines as baselines_lib
 from luce.errors import ConfigError
-from luce.models import BATCH_KEYS
+from luce.models import BATCH_KEYS, max_available
 
 SPLITS = ("train", "valid", "test")
 
@@ -39,6 +40,15 @@ class Prepared:
   item_names: tuple[str, ...]
   oracle: np.ndarray | None
   fit_until: int = 0
+  store: luce.data.FeatureStore | None = None
+  rows_of: luce.data.FeatureRows | None = None
+
+  @property
+  def max_available(self) -> int:
+    """The most available items of any event (the PL family's entrant block)."""
+    if self.store is not None:
+      return max(int(self.store.meta["max_available"]), 1)
+    return max_available(self.arrays["all"])
 
   @property
   def k(self) -> int:
@@ -96,7 +106,16 @@ def load_table(data_config):
   return table, luce.data.oracle_scores(table)
 
 
-def prepare(config, *, fit_until: int | None = None, loaded: tuple | None = None) -> Prepared:
+def feature_config(data_config) -> luce.data.FeatureConfig:
+  """The FeatureConfig of `config.data.features`."""
+  f = data_config.features
+  return luce.data.FeatureConfig(
+      last=f.last, horizons=tuple(f.horizons), since_last=f.since_last, calendar=f.calendar,
+      static=f.static, covariates=f.covariates, group_horizons=tuple(f.group_horizons))
+
+
+def prepare(config, *, fit_until: int | None = None, loaded: tuple | None = None,
+            store_dir=None, say=print) -> Prepared:
   """Read, featurise and split the data of `config.data`.
 
   Covariate columns (`cov_*` features) are standardised with the mean and
@@ -104,15 +123,19 @@ def prepare(config, *, fit_until: int | None = None, loaded: tuple | None = None
   `fit_until` (default: the training split's end), so no statistic of a
   predicted event enters its own features. `loaded`: the (table, oracle) of
   `load_table`, when the caller has read them already.
+
+  With `data.pipeline = "store"` the features go to the feature store in
+  `data.store_dir` (else `store_dir`, which luce-train sets to WORKDIR/features;
+  built or reused, `say` tells which) and the split arrays are `StoreColumn`s
+  that read their rows from it.
   """
   table, oracle = loaded if loaded is not None else load_table(config.data)
   kind = table.kind
   if kind not in ("ranking", "set"):
     raise ConfigError(f"{config.data.source}: the table mixes rankings and sets; train on one kind.")
-  f = config.data.features
-  features = luce.data.build_features(table, luce.data.FeatureConfig(
-      last=f.last, horizons=tuple(f.horizons), since_last=f.since_last, calendar=f.calendar,
-      static=f.static, covariates=f.covariates, group_horizons=tuple(f.group_horizons)))
+  if config.data.pipeline == "store":
+    return _prepare_store(config, table, oracle, fit_until, config.data.store_dir or store_dir, say)
+  features = luce.data.build_features(table, feature_config(config.data))
   full = luce.data.model_arrays(table, features)
   if features.static.shape[1]:
     # Catalog features are per item: append them to every event's item features.
@@ -130,6 +153,93 @@ def prepare(config, *, fit_until: int | None = None, loaded: tuple | None = None
   arrays["all"] = {k: full[k] for k in keys}
   return Prepared(table, kind, table.n_items, data_hash(table), bounds, arrays, names, oracle,
                   fit_until)
+
+
+class StoreColumn:
+  """One array of the model's event arrays (a `BATCH_KEYS` key) for the events
+  [start, stop) of a feature store, read on indexing: `column[rows]`,
+  `column[rows, cols]` (the PL family's entrant gathering), `column[a:b]`,
+  `np.asarray(column)` (every row). Rows index the split, from 0.
+  """
+
+  def __init__(self, rows_of: luce.data.FeatureRows, key: str, start: int, stop: int):
+    self.rows_of, self.key, self.start, self.stop = rows_of, key, start, stop
+    example = rows_of(np.array([0], np.int64))[key]
+    self.shape = (stop - start,) + example.shape[1:]
+    self.dtype = example.dtype
+    self.ndim = len(self.shape)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, index):
+    rest = ()
+    if isinstance(index, tuple):
+      index, rest = index[0], index[1:]
+    if isinstance(index, slice):
+      index = np.arange(len(self))[index]
+    rows = np.asarray(index, dtype=np.int64)
+    if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+      raise IndexError(f"event rows outside the {len(self)} events of this split")
+    rows = np.where(rows < 0, rows + len(self), rows)
+    unique, inverse = np.unique(rows.reshape(-1), return_inverse=True)
+    compact = self.rows_of(unique + self.start)[self.key]        # each row read once
+    # Fancy indexing of the compact rows: (rows[:, None], cols) broadcasts as on the full array.
+    return compact[(inverse.reshape(rows.shape),) + rest]
+
+  def __array__(self, dtype=None, copy=None):
+    out = self[:]
+    return out if dtype is None else out.astype(dtype)
+
+
+def _prepare_store(config, table, oracle, fit_until, store_dir, say) -> Prepared:
+  d = config.data
+  if not store_dir:
+    raise ConfigError("data.pipeline='store' needs data.store_dir (luce-train uses WORKDIR/features "
+                      "when it is ''); backtests read in memory: set data.pipeline='memory'.")
+  t0 = time.perf_counter()
+  store = luce.data.build_store(table, store_dir, feature_config(d), dtype=d.store_dtype,
+                                chunk_events=d.chunk_events, say=say)
+  say(f"feature store {store_dir}: {'reused' if store.reused else 'built'} ({len(store.meta['shards'])} "
+      f"shards, item features {store.meta['dtype']}) in {time.perf_counter() - t0:.1f}s")
+  bounds = split_bounds(table, d)
+  fit_until = bounds[1] if fit_until is None else fit_until
+  names = tuple(store.meta["item_names"]) + tuple(store.meta["static_names"])
+  stats = covariate_stats(store, names, fit_until)
+  rows_of = luce.data.FeatureRows(store, stats)
+  arrays = {}
+  for split, (lo, hi) in zip(SPLITS + ("all",), list(zip(bounds[:-1], bounds[1:])) + [(0, len(table))]):
+    arrays[split] = {k: StoreColumn(rows_of, k, lo, hi) for k in BATCH_KEYS}
+  return Prepared(table, table.kind, table.n_items, data_hash(table), bounds, arrays, names, oracle,
+                  fit_until, store=store, rows_of=rows_of)
+
+
+def covariate_stats(store, names, fit_until: int, chunk: int = 65_536) -> dict:
+  """Column index -> (mean, std) of each `cov_*` item feature over the available
+  items of store events [0, fit_until) (std 1 if constant): what
+  `standardise_covariates` computes in memory, summed chunk by chunk."""
+  columns = [j for j, name in enumerate(names) if name.startswith("cov_")]
+  if not columns:
+    return {}
+  n_static = store.static.shape[1]
+  columns = [j for j in columns if j < len(names) - n_static]
+  sums, counts, squares = np.zeros(len(columns)), 0, np.zeros(len(columns))
+  for pass_ in (0, 1):
+    for lo in range(0, fit_until, chunk):
+      rows = np.arange(lo, min(lo + chunk, fit_until))
+      seen = store.rows("available", rows)
+      values = store.rows("item", rows)[:, :, columns][seen].astype(np.float64)
+      if pass_ == 0:
+        sums += values.sum(axis=0)
+        counts += len(values)
+      else:
+        squares += ((values - sums / counts) ** 2).sum(axis=0)
+    if counts == 0:
+      raise ConfigError(f"covariate {names[columns[0]]!r}: no available item before event "
+                        f"{fit_until} to take its training statistics from.")
+  means, stds = sums / counts, np.sqrt(squares / counts)
+  return {j: (np.float64(mean), np.float64(std if std > 0 else 1.0))
+          for j, mean, std in zip(columns, means, stds)}
 
 
 def standardise_covariates(item_features: np.ndarray, available: np.ndarray, names, fit_until: int):

@@ -15,15 +15,17 @@ import json
 import pathlib
 import time
 
+import grain
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
+import luce.data
 from luce import metrics
 from luce.errors import CheckpointError, ConfigError, NonFiniteError
-from luce.models import PLFamily, max_available, take_events
+from luce.models import PLFamily, take_events
 from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, checked_config, config_json, flatten,
                                 incompatible_changes)
 from luce.train._data import Prepared, baseline_scores, prepare, reference_scores
@@ -45,7 +47,7 @@ def _one_family(model_config, prepared: Prepared):
   make = FAMILIES[model_config.family]  # checked_config refused any other name
   extra = {}
   if make is PLFamily and model_config.entrants:
-    extra["width"] = max_available(prepared.arrays["all"])
+    extra["width"] = prepared.max_available
   return make(model_config, n_items=prepared.n_items, kind=prepared.kind, k=prepared.k,
               item_names=prepared.item_names, **extra)
 
@@ -85,6 +87,31 @@ def _permutation(seed: tuple, epoch: int, n: int) -> np.ndarray:
   return _perm_cache[key]
 
 
+def local_global_batch(host: dict, global_size: int, sharding, take=take_events) -> dict:
+  """This process's `host` batch (`global_size / process_count` events, from its own
+  share of a store: `luce.data.store_dataset`) as its slice of the global jax.Arrays."""
+  local = take(host, np.arange(len(host["items"])))
+  return {key: jax.make_array_from_process_local_data(sharding, value, (global_size,) + value.shape[1:])
+          for key, value in local.items()}
+
+
+class _IteratorState:
+  """A saved input-pipeline state (bytes) in the shape Grain's orbax handler saves and
+  restores (`get_state`, `set_state`, `start_prefetch`)."""
+
+  def __init__(self, state: bytes = b""):
+    self.state = state
+
+  def get_state(self) -> bytes:
+    return self.state
+
+  def set_state(self, state: bytes) -> None:
+    self.state = state
+
+  def start_prefetch(self) -> None:
+    pass
+
+
 def global_batch(arrays: dict, indices: np.ndarray, sharding, take=take_events) -> dict:
   """The batch of `indices` as global jax.Arrays sharded by `sharding`.
 
@@ -106,15 +133,19 @@ class Checkpoints:
 
   Each checkpoint holds the TrainState and a JSON `meta` with the config, the
   data hash and the loop's early-stopping counters, so a restore can refuse a
-  checkpoint made from other data or an incompatible config.
+  checkpoint made from other data or an incompatible config. With
+  `data.pipeline = "store"` the latest checkpoints also hold `data`: the Grain
+  pipeline's state after the checkpoint's last batch, one file per process.
   """
 
   def __init__(self, workdir: pathlib.Path, config, *, best: bool = True):
     self.workdir = pathlib.Path(workdir)
     options = dict(cleanup_tmp_directories=True,
                    enable_async_checkpointing=bool(config.train.async_checkpoints))
+    self.with_data = config.data.pipeline == "store"
     self.latest = ocp.CheckpointManager(
-        (self.workdir / "checkpoints").absolute(), item_names=("state", "meta"),
+        (self.workdir / "checkpoints").absolute(),
+        item_names=("state", "meta", "data") if self.with_data else ("state", "meta"),
         options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, **options))
     self.best = None
     if best:
@@ -125,7 +156,7 @@ class Checkpoints:
   def _managers(self):
     return [m for m in (self.latest, self.best) if m is not None]
 
-  def save(self, manager, step: int, state, meta: dict) -> None:
+  def save(self, manager, step: int, state, meta: dict, data_state: bytes | None = None) -> None:
     if step in manager.all_steps():
       return  # a resumed run re-reaching a saved step computes the same state
     # One save in flight at a time: orbax names its multi-process barriers by
@@ -133,8 +164,23 @@ class Checkpoints:
     for other in self._managers():
       if other is not manager:
         other.wait_until_finished()
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                meta=ocp.args.JsonSave(meta)))
+    items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    if manager is self.latest and self.with_data:
+      if data_state is None:
+        raise CheckpointError(f"step {step}: no input-pipeline state to save with the checkpoint.")
+      items["data"] = grain.checkpoint.CheckpointSave(_IteratorState(data_state))
+    manager.save(step, args=ocp.args.Composite(**items))
+
+  def data_state(self, step: int) -> bytes:
+    """The input pipeline's state saved with latest checkpoint `step` (store pipeline)."""
+    try:
+      restored = self.latest.restore(step, args=ocp.args.Composite(
+          data=grain.checkpoint.CheckpointRestore(_IteratorState())))
+    except Exception as err:  # noqa: BLE001 (orbax and Grain errors of a missing or damaged item)
+      raise CheckpointError(f"checkpoint {self.latest.directory}/{step} holds no readable input-"
+                            f"pipeline state ({type(err).__name__}: {err}); it cannot resume the "
+                            f"store pipeline bit for bit. Use a new --workdir.") from None
+    return restored["data"].get_state()
 
   def meta(self, manager, step: int) -> dict:
     return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -319,7 +365,7 @@ class Trainer:
   def fit(self, state: TrainState, arrays: dict, rows: range, *, until: int, first_step: int,
           data_seed, step_key, checkpoints: Checkpoints | None = None, logger: Logger | None = None,
           valid=None, loop: dict | None = None, meta=None, progress: bool = False, say=print,
-          label: str = "", on_eval=None) -> tuple[TrainState, dict]:
+          label: str = "", on_eval=None, stream=None) -> tuple[TrainState, dict]:
     """Train `state` on the events `rows` of `arrays` until `state.step == until`.
 
     Args:
@@ -345,6 +391,11 @@ class Trainer:
       on_eval: None, or `(step, scores) -> None` called after each evaluation
         (its best checkpoint saved); what it raises ends the fit (a tuner's
         pruning), after the latest checkpoint of that step is saved.
+      stream: None (batches from `arrays` by `batch_indices`), or a
+        `luce.data.StoreBatches` positioned at `state.step`: each process's
+        share of each batch comes from it, and its state after a checkpoint's
+        last batch is saved with the checkpoint (`arrays` and `rows` then only
+        size the fit).
 
     Returns:
       (state, {"loss": the last logged mean train loss or None, "stopped_early": bool}).
@@ -365,9 +416,15 @@ class Trainer:
 
     queue: collections.deque = collections.deque()
 
+    def batch_of(step):  # (the global batch of `step`, the stream's state after it)
+      if stream is None:
+        return global_batch(arrays, indices(step), self.sharding, self.family.take), None
+      host, data_state = stream.next()
+      return local_global_batch(host, batch_size, self.sharding, self.family.take), data_state
+
     def fill(next_step: int) -> int:  # prefetch: two batches ahead of the device
       while len(queue) < 2 and next_step < until:
-        queue.append(global_batch(arrays, indices(next_step), self.sharding, self.family.take))
+        queue.append(batch_of(next_step))
         next_step += 1
       return next_step
 
@@ -375,7 +432,7 @@ class Trainer:
       queued = fill(start)
       if self.compiled is None:
         t0 = time.perf_counter()
-        self.compiled = self.step_fn.lower(state, queue[0], step_key).compile()
+        self.compiled = self.step_fn.lower(state, queue[0][0], step_key).compile()
         self.compile_seconds = time.perf_counter() - t0
         say(f"compiled the train step in {self.compile_seconds:.2f}s ({self.mesh.size} device(s), "
             f"{jax.process_count()} process(es))")
@@ -383,8 +440,9 @@ class Trainer:
                  disable=not (is_main and progress))
       pending, first_pending = [], start
       timer_step, timer = start, time.perf_counter()
+      data_state = None
       for step in range(start, until):
-        batch = queue.popleft()
+        batch, data_state = queue.popleft()
         queued = fill(queued)
         state, step_metrics = self.compiled(state, batch, step_key)
         if self.first_step_done is None:
@@ -422,7 +480,7 @@ class Trainer:
           if t.patience and loop["evals_since_best"] >= t.patience:
             loop["stopped_early"] = True
         if checkpoints is not None and (save_now or loop["stopped_early"]):
-          checkpoints.save(checkpoints.latest, done, state, meta(loop))
+          checkpoints.save(checkpoints.latest, done, state, meta(loop), data_state)
         if evaluate_now and on_eval is not None:
           on_eval(done, scores)
         if loop["stopped_early"]:
@@ -532,7 +590,7 @@ def train_and_evaluate(config, workdir, *, devices=None, on_eval=None, say=None)
   say = (say or print) if is_main else (lambda *a, **k: None)
 
   t_data = time.perf_counter()
-  prepared = prepare(config)
+  prepared = prepare(config, store_dir=workdir / "features", say=say)
   train = prepared.arrays["train"]
   n_train = len(train["items"])
   if n_train < config.train.batch_size:
@@ -566,12 +624,23 @@ def train_and_evaluate(config, workdir, *, devices=None, on_eval=None, say=None)
   def valid(params):
     return evaluate(family, params, prepared, config, "valid")["model"]
 
+  stream = None
+  if prepared.store is not None:
+    stream = luce.data.StoreBatches(luce.data.store_dataset(
+        prepared.rows_of, range(n_train), config.train.batch_size // jax.process_count(),
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+        workers=config.data.workers))
+    if latest is not None:
+      stream.restore(checkpoints.data_state(latest))
   logger = Logger(workdir, int(host_copy(state.step)))
   try:
     state, _ = trainer.fit(state, train, range(n_train), until=config.train.num_steps, first_step=0,
                            data_seed=config.seed, step_key=step_key, checkpoints=checkpoints,
                            logger=logger, valid=valid, loop=loop, meta=meta,
-                           progress=bool(config.train.progress_bar), say=say, on_eval=on_eval)
+                           progress=bool(config.train.progress_bar), say=say, on_eval=on_eval,
+                           stream=stream)
+    if stream is not None:
+      stream.close()
     checkpoints.wait()
     final_params = host_copy(state.params)
     # Report the best checkpoint's validation metrics beside the references (fitted
@@ -628,7 +697,7 @@ def load_run(workdir, *, checkpoint: str = "best") -> Run:
     raise ConfigError(f"--workdir={workdir}: no config.json there; it is not a luce-train run "
                       f"folder (train one with luce-train --config=... --workdir={workdir}).")
   config = checked_config(ml_collections.ConfigDict(json.loads(config_path.read_text())))
-  prepared = prepare(config)
+  prepared = prepare(config, store_dir=workdir / "features")
   family = build_family(config, prepared)
   trainer = Trainer(config, family, prepared.arrays["train"], mesh=make_mesh(1))
   state = trainer.init_state(jax.random.key(0))
