@@ -1,13 +1,26 @@
-"""Benchmark: load + validate + build features for 1,000,000 events of 20 of 80.
+"""Benchmark: load + validate + build features for 20-of-80 events, in memory and into the
+feature store, and train from the store through the Grain pipeline.
 
     python benchmarks/data_pipeline.py [--events=1000000] [--k=20] [--n=80]
+    python benchmarks/data_pipeline.py --events=10000000 --train_steps=1000
 
-Generates uniform random k-subsets (time = daily dates), writes them with
-luce.data.write, then in a fresh process times `luce.data.read("events:...")`
-(read Parquet, check the content hash, validate every row) and
-`luce.data.build_features` (default FeatureConfig), and reports wall time and
-peak resident memory (ru_maxrss) of that process. Should print a JSON line with
-`total_s` under 60 on a 2-core machine.
+Generates uniform random k-subsets (time = daily dates) and writes them with
+luce.data.write. Then, each in a fresh process:
+
+- the in-memory peer (today's path; on by default up to 2,000,000 events,
+  `--peer=false` skips it): `luce.data.read("events:...")` (read Parquet,
+  check the content hash, validate every row) and `luce.data.build_features`;
+- the store: the same read, then `luce.data.build_store` (chunks of
+  `--chunk_events` events, item features `--dtype`, written to a folder of
+  .npy shards), and with `--train_steps` luce-train's `train_and_evaluate` on
+  `data.pipeline = "store"` (the store reused, Grain batches from `--workers`
+  worker processes, the default MLP, no baselines, split 0.98/0.01/0.01).
+
+Reports wall times and peak resident memory: ru_maxrss of the measuring
+process (`peak_rss_gib`), of its largest worker process, and the largest sum
+over the process and its workers sampled every 0.2 s (`peak_tree_rss_gib`).
+The last line is one JSON object with `total_s` and `peak_rss_gib` (of the
+store run).
 """
 
 import argparse
@@ -18,6 +31,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -52,27 +66,122 @@ def measure(path: str) -> dict:
   }
 
 
+class PeakMemory:
+  """The largest RSS sum of this process and its children, sampled in a thread."""
+
+  def __init__(self, every: float = 0.2):
+    import psutil
+    self.process, self.peak, self.every = psutil.Process(), 0, every
+    self.done = threading.Event()
+    self.thread = threading.Thread(target=self.run, daemon=True)
+    self.thread.start()
+
+  def run(self):
+    import psutil
+    while not self.done.is_set():
+      total = 0
+      try:
+        for p in [self.process] + self.process.children(recursive=True):
+          total += p.memory_info().rss
+      except psutil.Error:
+        pass
+      self.peak = max(self.peak, total)
+      self.done.wait(self.every)
+
+  def stop(self) -> float:
+    self.done.set()
+    self.thread.join()
+    return round(self.peak / 2**30, 2)
+
+
+def _gib(usage) -> float:
+  return round(resource.getrusage(usage).ru_maxrss / 2**20, 2)
+
+
+def measure_store(path: str, folder: str, args) -> dict:
+  from luce import data as ld
+  sampler = PeakMemory()
+  t0 = time.perf_counter()
+  table = ld.read(f"events:{path}")
+  t1 = time.perf_counter()
+  store = ld.build_store(table, folder, dtype=args.dtype, chunk_events=args.chunk_events)
+  t2 = time.perf_counter()
+  result = {"events": len(table), "k": table.k, "n": table.n_items, "dtype": args.dtype,
+            "chunk_events": args.chunk_events, "load_validate_s": round(t1 - t0, 2),
+            "store_build_s": round(t2 - t1, 2), "build_total_s": round(t2 - t0, 2),
+            "store_gib": round(sum(os.path.getsize(os.path.join(folder, f))
+                                   for f in os.listdir(folder)) / 2**30, 2),
+            "shards": len(store.meta["shards"]), "build_peak_rss_gib": _gib(resource.RUSAGE_SELF)}
+  del table, store
+  if args.train_steps:
+    import luce.train
+    steps = args.train_steps
+    config = {"data": {"source": f"events:{path}", "pipeline": "store", "store_dir": folder,
+                       "store_dtype": args.dtype, "chunk_events": args.chunk_events,
+                       "workers": args.workers, "split": (0.98, 0.01, 0.01)},
+              "baselines": {"names": ()},
+              "train": {"batch_size": args.batch_size, "num_steps": steps, "eval_every": steps,
+                        "checkpoint_every": steps, "log_every": max(steps // 10, 1),
+                        "progress_bar": False}}
+    t3 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+      run = luce.train.train_and_evaluate(config, workdir, say=lambda m: print(m, file=sys.stderr))
+    result.update({"train_steps": run["step"], "train_s": round(time.perf_counter() - t3, 2),
+                   "events_per_second": round(run["events_per_second"] or 0.0),
+                   "valid_nll": round(run["valid"]["model"]["nll_per_event"], 4),
+                   "workers": args.workers, "batch_size": args.batch_size})
+  result.update({"total_s": round(time.perf_counter() - t0, 2),
+                 "workers_peak_rss_gib": _gib(resource.RUSAGE_CHILDREN),
+                 "peak_tree_rss_gib": sampler.stop(), "peak_rss_gib": _gib(resource.RUSAGE_SELF)})
+  return result
+
+
+def _flag(text: str) -> bool:
+  return text.lower() in ("1", "true", "yes")
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--events", type=int, default=1_000_000)
   parser.add_argument("--k", type=int, default=20)
   parser.add_argument("--n", type=int, default=80)
+  parser.add_argument("--train_steps", type=int, default=0)
+  parser.add_argument("--dtype", default="bfloat16")
+  parser.add_argument("--chunk_events", type=int, default=65_536)
+  parser.add_argument("--workers", type=int, default=1)
+  parser.add_argument("--batch_size", type=int, default=128)
+  parser.add_argument("--peer", type=_flag, default=None,
+                      help="run the in-memory peer (default: up to 2,000,000 events)")
+  parser.add_argument("--tmp", default=None, help="folder for the table and the store")
   parser.add_argument("--measure", help=argparse.SUPPRESS)
+  parser.add_argument("--measure_store", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.measure:
     print(json.dumps(measure(args.measure)))
     return
-  with tempfile.TemporaryDirectory() as tmp:
+  if args.measure_store:
+    path, folder = args.measure_store.split(",")
+    print(json.dumps(measure_store(path, folder, args)))
+    return
+  peer = args.peer if args.peer is not None else args.events <= 2_000_000
+  with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
     path = os.path.join(tmp, "events.parquet")
     t0 = time.perf_counter()
     generate(path, args.events, args.k, args.n)
     gen_s = time.perf_counter() - t0
-    out = subprocess.run([sys.executable, __file__, f"--measure={path}"], check=True,
-                         capture_output=True, text=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = {}
+    if peer:
+      out = subprocess.run([sys.executable, __file__, f"--measure={path}"], check=True,
+                           capture_output=True, text=True)
+      result["memory_peer"] = json.loads(out.stdout.strip().splitlines()[-1])
+    forwarded = [f"--{name}={getattr(args, name)}" for name in
+                 ("train_steps", "dtype", "chunk_events", "workers", "batch_size")]
+    out = subprocess.run([sys.executable, __file__, f"--measure_store={path},{tmp}/store", *forwarded],
+                         check=True, capture_output=True, text=True)
+    result.update(json.loads(out.stdout.strip().splitlines()[-1]))
     result.update({"generate_s": round(gen_s, 2), "parquet_mib": round(os.path.getsize(path) / 2**20, 1),
                    "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
-                   "date": time.strftime("%Y-%m-%d")})
+                   "date": time.strftime("%Y-%m-%d"), "load": os.getloadavg()[0]})
   print(json.dumps(result))
 
 

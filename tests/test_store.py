@@ -12,8 +12,8 @@ from luce.errors import ConfigError, DataError
 from luce_test_utils import shared_data_dir
 
 
-def concatenated(table, config, chunk):
-  parts = list(luce.data.feature_chunks(table, config, chunk_events=chunk))
+def concatenated(table, config, chunk, threads=1):
+  parts = list(luce.data.feature_chunks(table, config, chunk_events=chunk, threads=threads))
   assert [p[0] for p in parts] == list(range(0, len(table), chunk))
   item = np.concatenate([p[2].item for p in parts])
   event = np.concatenate([p[2].event for p in parts])
@@ -21,9 +21,9 @@ def concatenated(table, config, chunk):
   return parts[0][2], item, event, available
 
 
-def assert_bitwise_equal(table, config, chunk):
+def assert_bitwise_equal(table, config, chunk, threads=1):
   reference = luce.data.build_features(table, config)
-  first, item, event, available = concatenated(table, config, chunk)
+  first, item, event, available = concatenated(table, config, chunk, threads)
   assert first.item_names == reference.item_names and first.event_names == reference.event_names
   assert item.dtype == reference.item.dtype and item.shape == reference.item.shape
   np.testing.assert_array_equal(item.view(np.uint8), reference.item.view(np.uint8))
@@ -43,6 +43,7 @@ def test_chunks_equal_build_features_on_synthetic_rankings(chunk):
 def test_chunks_equal_build_features_float16_and_sets():
   table = luce.data.read("synthetic:set?n_items=10&k=3&n_events=500&seed=1")
   assert_bitwise_equal(table, luce.data.FeatureConfig(dtype="float16", horizons=(3, 90)), 64)
+  assert_bitwise_equal(table, luce.data.FeatureConfig(), 45, threads=3)   # chunks built at once
 
 
 @pytest.mark.skipif(shared_data_dir() is None, reason="shared data (LUCE_SHARED_DATA) is absent")

@@ -22,6 +22,8 @@ previous chunk.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -66,14 +68,28 @@ def _is_categorical(table: EventTable, column: str) -> bool:
   return not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type))
 
 
+def _last_picks(table: EventTable, starts) -> list[np.ndarray]:
+  """int64[n] per start s: each item's last pick before event s (-1: none), one pass."""
+  out, last = [], np.full(table.n_items, -1, dtype=np.int64)
+  bounds = list(starts) + [len(table)]
+  for s, e in zip(bounds[:-1], bounds[1:]):
+    out.append(last.copy())
+    inc = table.slice(s, e).inclusion_matrix()
+    seen = inc.any(axis=0)
+    last = np.where(seen, s + len(inc) - 1 - np.argmax(inc[::-1], axis=0), last)
+  return out
+
+
 def feature_chunks(table: EventTable, config: FeatureConfig | None = None, *,
-                   chunk_events: int = 262_144) -> Iterator[tuple[int, int, Features]]:
+                   chunk_events: int = 65_536, threads: int = 1) -> Iterator[tuple[int, int, Features]]:
   """`build_features(table, config)` a chunk of events at a time.
 
   Yields (start, stop, features of events [start, stop)), chunks of
   `chunk_events` events in time order; their concatenation equals
   `build_features(table, config)` bit for bit. Memory is bounded by a chunk
-  (plus the history span before it), not by the table.
+  (plus the history span before it) times `threads`, not by the table.
+  `threads` chunks are built at once (numpy releases the GIL), except for
+  tables with categorical covariates, whose group history runs chunk after chunk.
   """
   config = config or FeatureConfig()
   if chunk_events < 1:
@@ -94,17 +110,20 @@ def feature_chunks(table: EventTable, config: FeatureConfig | None = None, *,
           [covariate_levels(table.slice(s, s + chunk_events), name) for s in range(0, m, chunk_events)]
           or [np.array([""])]))
       groups[name] = (levels, np.zeros(len(levels)), np.zeros(len(levels)))
-  last_pick = np.full(n, -1, dtype=np.int64)                        # global event index
-  for start in range(0, m, chunk_events):
+  starts = list(range(0, m, chunk_events))
+  # Each chunk's carried last picks come from one cheap pass, so chunks build independently.
+  picks = _last_picks(table, starts) if config.since_last else [np.full(n, -1, np.int64)] * len(starts)
+
+  def build(start, groups):
     stop = min(start + chunk_events, m)
     lo = max(start - span, 0)                                        # the history span re-read
     part = table.slice(lo, stop)
     keep = start - lo
+    last_pick = picks[start // chunk_events]
     # The re-read rows before the chunk see last picks from after them (log1p of a
     # negative gap); they are dropped, and the chunk's own rows are exact.
     with np.errstate(divide="ignore", invalid="ignore"):
-      item, item_names, end_pick = _item_history(part, config, (last_pick - lo).astype(np.int32))
-    last_pick = end_pick.astype(np.int64) + lo
+      item, item_names, _ = _item_history(part, config, (last_pick - lo).astype(np.int32))
     item = item[keep:]
     if covariates:
       next_lo = max(stop - span, 0)
@@ -116,7 +135,22 @@ def feature_chunks(table: EventTable, config: FeatureConfig | None = None, *,
     else:
       event, event_names = np.zeros((stop - start, 0), np.float32), ()
     available = part.available_mask()[keep:]
-    yield start, stop, Features(item, item_names, event, event_names, static, static_names, available)
+    return (start, stop, Features(item, item_names, event, event_names, static, static_names,
+                                  available)), groups
+
+  if groups or threads <= 1:
+    for start in starts:
+      chunk, groups = build(start, groups)
+      yield chunk
+    return
+  with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+    queue = collections.deque()
+    for start in starts:
+      queue.append(pool.submit(build, start, {}))
+      if len(queue) >= threads:
+        yield queue.popleft().result()[0]
+    while queue:
+      yield queue.popleft().result()[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,25 +279,43 @@ def _store_key(table: EventTable, config: FeatureConfig, dtype: str) -> dict:
           "feature_config": json.loads(config.key()), "dtype": dtype}
 
 
+_ENCODE_BLOCK = 8192  # events per block of the dtype conversion: its temporaries stay small
+
+
 def _encode_item(item: np.ndarray, names, dtype: str, where: str) -> np.ndarray:
-  if not np.isfinite(item).all():
-    j = int(np.flatnonzero(~np.isfinite(item).reshape(-1, item.shape[2]).all(axis=0))[0])
-    raise DataError(f"{where}: feature {names[j]!r} has non-finite values; the store keeps "
-                    f"finite features only.")
-  if dtype == "float32":
-    return np.ascontiguousarray(item, np.float32)
-  if dtype == "bfloat16":
-    return to_bfloat16_bits(item)
-  big = np.abs(item).reshape(-1, item.shape[2]).max(axis=0, initial=0) > _FLOAT16_MAX
-  if big.any():
-    j = int(np.flatnonzero(big)[0])
-    raise DataError(f"{where}: feature {names[j]!r} reaches beyond float16's range "
-                    f"(|x| > {_FLOAT16_MAX:g}); use store dtype bfloat16 or float32.")
-  return item.astype(np.float16)
+  """The chunk's item features as stored (float32, float16, or bfloat16 bits as uint16),
+  after checking they are finite (and, for float16, within its range). Works in
+  blocks of events, in place on `item` for bfloat16 (the chunk's own array)."""
+  out = np.empty(item.shape, {"float32": np.float32, "float16": np.float16,
+                              "bfloat16": np.uint16}[dtype])
+  for lo in range(0, len(item), _ENCODE_BLOCK):
+    block = item[lo:lo + _ENCODE_BLOCK]
+    if not np.isfinite(block).all():
+      j = int(np.flatnonzero(~np.isfinite(block).reshape(-1, item.shape[2]).all(axis=0))[0])
+      raise DataError(f"{where}: feature {names[j]!r} has non-finite values; the store keeps "
+                      f"finite features only.")
+    if dtype == "float32":
+      out[lo:lo + _ENCODE_BLOCK] = block
+    elif dtype == "float16":
+      big = np.abs(block).reshape(-1, item.shape[2]).max(axis=0, initial=0) > _FLOAT16_MAX
+      if big.any():
+        j = int(np.flatnonzero(big)[0])
+        raise DataError(f"{where}: feature {names[j]!r} reaches beyond float16's range "
+                        f"(|x| > {_FLOAT16_MAX:g}); use store dtype bfloat16 or float32.")
+      out[lo:lo + _ENCODE_BLOCK] = block
+    else:  # to_bfloat16_bits, in place: round to nearest even, keep the top 16 bits
+      bits = block.view(np.uint32)
+      rounding = bits >> np.uint32(16)
+      rounding &= np.uint32(1)
+      rounding += np.uint32(0x7FFF)
+      bits += rounding
+      bits >>= np.uint32(16)
+      out[lo:lo + _ENCODE_BLOCK] = bits
+  return out
 
 
 def build_store(table: EventTable, folder: str | os.PathLike, config: FeatureConfig | None = None, *,
-                dtype: str = "bfloat16", chunk_events: int = 262_144,
+                dtype: str = "bfloat16", chunk_events: int = 65_536,
                 say: Callable[[str], None] = print) -> FeatureStore:
   """Build (or reuse) the feature store of `table` in `folder`.
 
@@ -314,11 +366,24 @@ def build_store(table: EventTable, folder: str | os.PathLike, config: FeatureCon
   most_available = 0
   lengths_all = table.lengths().astype(np.int32)
   weights_all = table.weights().astype(np.float32)
+  # One thread converts and writes chunk i while this one builds chunk i + 1 (numpy and
+  # file writes release the GIL): two chunks in memory at most.
+  writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+  pending = None
+
+  def write(index, start, stop, feats, arrays):
+    arrays["item"] = _encode_item(feats.item, feats.item_names, dtype,
+                                  f"{folder} events {start}..{stop - 1}")
+    files = {}
+    for name in SHARD_ARRAYS:
+      files[name] = f"shard-{index:05d}.{name}.npy"
+      np.save(folder / files[name], arrays[name])
+    return {"start": start, "stop": stop, "files": files}
+
   for index, (start, stop, feats) in enumerate(feature_chunks(table, config, chunk_events=chunk_events)):
     part = table.slice(start, stop)
     values, offsets = part.items_flat()
     arrays = {
-        "item": _encode_item(feats.item, feats.item_names, dtype, f"{folder} events {start}..{stop - 1}"),
         "event": np.ascontiguousarray(feats.event, np.float32),
         "available": np.ascontiguousarray(feats.available),
         "items": padded(values, offsets - offsets[0], fill=-1) if k_max else np.zeros((stop - start, 0), np.int32),
@@ -330,12 +395,13 @@ def build_store(table: EventTable, folder: str | os.PathLike, config: FeatureCon
                                constant_values=-1)
     arrays["items"] = arrays["items"].astype(np.int32)
     most_available = max(most_available, int(feats.available.sum(axis=1).max(initial=0)))
-    files = {}
-    for name, value in arrays.items():
-      files[name] = f"shard-{index:05d}.{name}.npy"
-      np.save(folder / files[name], value)
-    shards.append({"start": start, "stop": stop, "files": files})
+    if pending is not None:
+      shards.append(pending.result())
+    pending = writer.submit(write, index, start, stop, feats, arrays)
     last = feats
+  if pending is not None:
+    shards.append(pending.result())
+  writer.shutdown()
   if last is None:
     raise DataError("build_store: the table has no events.")
   np.save(folder / "static.npy", last.static.astype(np.float32))

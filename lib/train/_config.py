@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.pipeline = "memory"
   c.data.store_dir = ""
   c.data.store_dtype = "bfloat16"         # item features on disk: float32, float16 or bfloat16
-  c.data.chunk_events = 262_144
+  c.data.chunk_events = 65_536
   c.data.workers = 0
   # Item history (last L events, rates over horizons), calendar, catalog features and
   # the per-event item covariates (`cov_*` columns: value, cross-sectional z-score,
