@@ -27,7 +27,7 @@ DOCKER_BUILD_ARGS ?=
 SHELL_SCRIPTS := $(wildcard scripts/launch/*.sh scripts/launch/*.sbatch)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-bench test ci lint docs bench bench-list docker-cpu docker-cuda docker-tpu clean
+.PHONY: help setup setup-bench test ci lint docs wheel bench bench-list docker-cpu docker-cuda docker-tpu clean
 
 help:  ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -54,7 +54,7 @@ ci:  ## exactly what CI runs, in a fresh .venv-ci (bash .ci/run)
 	bash .ci/run
 
 lint: $(VENV)/.installed  ## ruff check, hadolint on the Dockerfile, shellcheck on scripts/launch
-	$(VENV)/bin/ruff check lib kernels launchers configs benchmarks tests
+	$(VENV)/bin/ruff check lib kernels launchers configs benchmarks tests setup.py
 	$(VENV)/bin/hadolint --config .hadolint.yaml $(DOCKERFILE)
 	@if [ -x $(VENV)/bin/shellcheck ]; then set -x; $(VENV)/bin/shellcheck $(SHELL_SCRIPTS); \
 	else echo "shellcheck not installed (no wheel for this platform): launch scripts not linted"; fi
@@ -62,6 +62,11 @@ lint: $(VENV)/.installed  ## ruff check, hadolint on the Dockerfile, shellcheck 
 docs: $(VENV)/.installed  ## the documentation (docs/requirements.txt into the venv, then docs/build.sh)
 	$(PIP) install -q -r docs/requirements.txt
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash docs/build.sh
+
+wheel: $(VENV)/.installed  ## sdist and wheel (native kernels prebuilt per x86-64 level) in dist/, manylinux-tagged in dist/wheelhouse
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair -w dist/wheelhouse dist/*.whl
 
 bench: $(VENV)/.bench-installed  ## benchmarks: a quick pl_log_prob, or BENCH=NAME[,...] [BENCH_ARGS=...]
 ifeq ($(BENCH),quick)
@@ -83,7 +88,7 @@ docker-tpu:  ## build the TPU image, IMAGE:tpu (jax[tpu], for a Cloud TPU VM)
 	$(DOCKER) build -f $(DOCKERFILE) --build-arg JAX_TARGET=tpu $(DOCKER_BUILD_ARGS) -t $(IMAGE):tpu .
 
 clean:  ## remove build outputs and caches (never .venv, data or runs)
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .jax-cache-ci .coverage .coverage.* htmlcov \
+	rm -rf build dist kernels/_prebuilt *.egg-info .pytest_cache .ruff_cache .jax-cache-ci .coverage .coverage.* htmlcov \
 	  docs/_build benchmarks/out
 	find lib kernels launchers configs benchmarks tests scripts -name __pycache__ -type d -prune \
 	  -exec rm -rf {} +

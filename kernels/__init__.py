@@ -8,6 +8,10 @@ Every op has two Pallas kernels:
   - `mosaic_gpu.py`: a Mosaic GPU kernel (`plgpu.kernel`: warpgroup-sized row
     blocks in shared memory, TMA copies, mbarriers), compiled on a GPU.
 
+`impl="auto"` picks Pallas on a GPU or TPU and, on the CPU, the native C++
+kernel where the op has one (prebuilt in a wheel, or built on first use in a
+source checkout) else XLA; `info()` says per op what it picks here and why.
+
 `interpret=` picks how a Pallas kernel runs:
   False   compiled for the default backend: Mosaic GPU on a GPU, Mosaic TPU on
           a TPU (a CPU has no compiled Pallas: InputError).
@@ -19,6 +23,8 @@ Every op has two Pallas kernels:
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 
@@ -86,3 +92,81 @@ def interpret_params(interpret):
     from jax.experimental.pallas import tpu as pltpu
     return pltpu.InterpretParams()
   return mode
+
+
+class OpInfo(NamedTuple):
+  """What `impl="auto"` runs for one op on this machine, and why."""
+  op: str
+  auto: str     # "cpu", "xla" or "pallas"
+  why: str      # a sentence
+  library: str | None = None   # the native library loaded, if any
+  kind: str | None = None      # "prebuilt" (from the wheel) or "built" (here, on first use)
+  level: str | None = None     # the prebuilt's instruction-set level, or "native"
+
+
+_OPS = ("pl_nll", "topk_sample", "pl_set")
+
+
+def _missing_flags(level: str) -> str:
+  """Why this CPU stops at `level`: the flags the next level needs that it lacks."""
+  from luce.kernels import _isa
+  names = list(_isa.VARIANTS[_isa.machine()])
+  if level not in names or level == names[-1]:
+    return ""
+  nxt = names[names.index(level) + 1]
+  lacking = sorted(set(_isa.VARIANTS[_isa.machine()][nxt][1]) - _isa.cpu_feature_flags())
+  return f"; this CPU has no {', '.join(lacking)} for {nxt}" if lacking else ""
+
+
+def info() -> dict[str, OpInfo]:
+  """Per op, the implementation `impl="auto"` picks on this machine and why.
+
+  On the CPU backend this finds (or builds) the native kernels, as the first
+  call of an op would. pl_set has no native kernel, so on a CPU:
+
+  >>> import luce
+  >>> luce.kernels.info()["pl_set"].auto
+  'xla'
+  """
+  from luce.kernels.pl_nll import cpu_ffi as pl_nll_cpu
+  from luce.kernels.topk_sample import GPU_PASSES_MAX_K
+  from luce.kernels.topk_sample import cpu_ffi as topk_cpu
+  backend = jax.default_backend()
+  out = {}
+  if backend in ("gpu", "tpu"):
+    flavour = "Mosaic GPU" if backend == "gpu" else "Mosaic TPU"
+    for op in _OPS:
+      why = f"{backend.upper()} backend: the compiled {flavour} Pallas kernel"
+      if op == "topk_sample" and backend == "gpu":
+        why += f" (lax.top_k for k > {GPU_PASSES_MAX_K} without quotas)"
+      if op == "pl_nll":
+        why += " (float64 scores: xla)"
+      out[op] = OpInfo(op, "pallas", why)
+    return out
+  cpu = f"{backend} backend (no GPU or TPU)"
+  for op, library in (("pl_nll", pl_nll_cpu._library), ("topk_sample", topk_cpu._library)):
+    how = library.describe()
+    if library.available():
+      extra = _missing_flags(library.state.get("level", "")) if library.state.get("kind") == "prebuilt" else ""
+      why = f"{cpu}: the native CPU kernel, {how}{extra}"
+      if op == "pl_nll":
+        why += " (float64 scores: xla)"
+      out[op] = OpInfo(op, "cpu", why, library.library_path(), library.state.get("kind"),
+                       library.state.get("level"))
+    else:
+      out[op] = OpInfo(op, "xla", f"{cpu}: the XLA implementation; native kernel {how}")
+  out["pl_set"] = OpInfo("pl_set", "xla", f"{cpu}: the XLA implementation (pl_set has no native kernel)")
+  return out
+
+
+def info_line() -> str:
+  """`info()` in one line, for logs: "pl_nll=cpu (prebuilt x86-64-v4), ..."."""
+  parts = []
+  for op in info().values():
+    if op.kind == "prebuilt":
+      parts.append(f"{op.op}={op.auto} (prebuilt, {op.level})")
+    elif op.kind == "built":
+      parts.append(f"{op.op}={op.auto} (built here, -march=native)")
+    else:
+      parts.append(f"{op.op}={op.auto}")
+  return f"kernels on {jax.default_backend()}: " + ", ".join(parts)

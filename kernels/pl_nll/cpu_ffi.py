@@ -1,4 +1,5 @@
-"""Plackett-Luce NLL through a native CPU kernel (XLA FFI), built on first use.
+"""Plackett-Luce NLL through a native CPU kernel (XLA FFI): prebuilt in a wheel,
+built on first use in a source checkout.
 
 The kernel is `cpu/pl_nll.cc` (its header comment gives the math and the
 fast/exact paths). Per row it makes one pass over the scores (max, exp,
@@ -17,32 +18,20 @@ context) when a call has more than ~64k elements of work; the calling thread
 claims blocks of rows too, so a busy pool only costs the split.
 `LUCE_PL_NLL_THREADS=1` keeps every row on the calling thread.
 
-Build mechanism (`luce.kernels._native`, shared with the other native
-kernels), and why it is lazy:
+Where the library comes from (`luce.kernels._native`, shared with the other
+native kernels):
 
-  The first call that needs the kernel compiles `pl_nll.cc` with the machine's
-  C++ compiler (`$CXX`, else g++, else c++) into a cache directory
-  (`$LUCE_CACHE_DIR`, else `$XDG_CACHE_HOME/luce`, else `~/.cache/luce`; the
-  system temp directory when that is not writable), under a name keyed by the
-  hash of the source, the jaxlib version (whose FFI headers it includes), the
-  compiler's version, the flags and the CPU's feature flags (it is built with
-  -march=native). Later processes load the cached library; a new jaxlib, a new
-  source or another CPU builds a new one. The build writes to a temporary file
-  and renames it into place, so processes building at once (pytest -n 2) do
-  not see each other's half-written files.
-
-  Building at `pip install` time instead would need jaxlib's headers inside
-  pip's isolated build environment (so jax as a build requirement, pinned to
-  the runtime's version or the ABI key drifts), a setup.py with an extension
-  for editable installs, and a rebuild by hand after every jaxlib upgrade. The
-  lazy build has none of that, so `pip install -e .` stays the one command; it
-  costs a few seconds once per machine, jaxlib and source version.
-
-  No compiler, a failed build or a failed load: `available()` returns False,
-  warns once (`NativeKernelWarning`, with the compiler's message) and the
+  A wheel (`pip install .`, `python -m build`) ships the kernel prebuilt for
+  each x86-64 level (x86-64, x86-64-v3 = AVX2, x86-64-v4 = AVX-512); the
+  highest level this CPU runs is loaded, with no compiler needed, when the
+  running jaxlib's XLA FFI API accepts the one it was built against. A source
+  checkout (`pip install -e .`) compiles `pl_nll.cc` on first use with the
+  machine's C++ compiler and -march=native into a cache directory, once per
+  machine, jaxlib and source version. With neither, `available()` returns
+  False, warns once (`NativeKernelWarning`, with the reasons) and the
   dispatcher uses the XLA implementation. Importing this module never builds
-  or raises. `LUCE_NATIVE=0` turns the native kernel off;
-  `LUCE_NATIVE_CXXFLAGS` adds compiler flags (part of the cache key).
+  or raises. `LUCE_NATIVE=0` turns the native kernel off.
+  `luce.kernels.info()` says which library each op uses and why.
 
   The kernel uses 16-float vectors with AVX-512 (gather/scatter intrinsics for
   the picks), 8 with AVX/AVX2 and 4 otherwise; on this project's machine

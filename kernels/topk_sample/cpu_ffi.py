@@ -1,4 +1,5 @@
-"""topk_sample through a native CPU kernel (XLA FFI), built on first use.
+"""topk_sample through a native CPU kernel (XLA FFI): prebuilt in a wheel,
+built on first use in a source checkout.
 
 The kernel is `cpu/topk.cc` (its header comment gives the algorithm): per
 row, one pass that keys every available item by (z desc, id asc) and keeps
@@ -12,9 +13,9 @@ so the call reads the scores once.
 
 Rows are split over XLA's intra-op thread pool when a call has more than
 ~64k elements of work (`LUCE_TOPK_THREADS=1` keeps every row on the calling
-thread). Build, cache and fallback: `luce.kernels._native` (`LUCE_NATIVE=0`
-turns it off; no compiler or a failed build warns once and the XLA
-implementation is used).
+thread). Prebuilt libraries, the first-use build, the cache and the fallback:
+`luce.kernels._native` (`LUCE_NATIVE=0` turns it off; with no usable prebuilt
+library and no compiler it warns once and the XLA implementation is used).
 """
 
 from __future__ import annotations

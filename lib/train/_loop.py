@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 import luce.data
+import luce.kernels
 from luce import metrics
 from luce.errors import CheckpointError, ConfigError, NonFiniteError
 from luce.models import PLFamily, take_events
@@ -599,6 +600,7 @@ def train_and_evaluate(config, workdir, *, devices=None, on_eval=None, say=None)
   say(f"data: {config.data.source} ({prepared.kind}, {len(prepared.table)} events, "
       f"{prepared.n_items} items; train/valid/test {n_train}/{len(prepared.split_range('valid'))}/"
       f"{len(prepared.split_range('test'))}) ready in {time.perf_counter() - t_data:.1f}s")
+  say(luce.kernels.info_line())   # which pl_nll / topk_sample / pl_set kernels run here, once
 
   family = build_family(config, prepared)
   mesh = make_mesh(config.mesh.data, devices)
