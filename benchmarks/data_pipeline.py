@@ -153,9 +153,13 @@ def main():
   parser.add_argument("--peer", type=_flag, default=None,
                       help="run the in-memory peer (default: up to 2,000,000 events)")
   parser.add_argument("--tmp", default=None, help="folder for the table and the store")
+  parser.add_argument("--generate", help=argparse.SUPPRESS)
   parser.add_argument("--measure", help=argparse.SUPPRESS)
   parser.add_argument("--measure_store", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.generate:
+    generate(args.generate, args.events, args.k, args.n)
+    return
   if args.measure:
     print(json.dumps(measure(args.measure)))
     return
@@ -167,7 +171,9 @@ def main():
   with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
     path = os.path.join(tmp, "events.parquet")
     t0 = time.perf_counter()
-    generate(path, args.events, args.k, args.n)
+    # In its own process: a child's ru_maxrss starts from its parent's size at fork.
+    subprocess.run([sys.executable, __file__, f"--generate={path}", f"--events={args.events}",
+                    f"--k={args.k}", f"--n={args.n}"], check=True)
     gen_s = time.perf_counter() - t0
     result = {}
     if peer:
