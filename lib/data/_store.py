@@ -80,18 +80,37 @@ def _last_picks(table: EventTable, starts) -> list[np.ndarray]:
   return out
 
 
-def feature_chunks(table: EventTable, config: FeatureConfig | None = None, *,
-                   chunk_events: int = 65_536, threads: int = 1) -> Iterator[tuple[int, int, Features]]:
-  """`build_features(table, config)` a chunk of events at a time.
+@dataclasses.dataclass(frozen=True)
+class _ChunkPlan:
+  """What building any chunk of a table needs, found once for the whole table.
 
-  Yields (start, stop, features of events [start, stop)), chunks of
-  `chunk_events` events in time order; their concatenation equals
-  `build_features(table, config)` bit for bit. Memory is bounded by a chunk
-  (plus the history span before it) times `threads`, not by the table.
-  `threads` chunks are built at once (numpy releases the GIL), except for
-  tables with categorical covariates, whose group history runs chunk after chunk.
+  Attributes:
+    config: the features.
+    chunk_events: events per chunk.
+    starts: the first event of each chunk.
+    span: events before a chunk re-read for the windows that reach before it.
+    covariates: whether the covariate features are built.
+    static, static_names: the catalog features (the same for every chunk).
+    picks: per chunk, int64[n] each item's last pick before its first event (-1: none).
+    groups: categorical covariate -> (levels, sums, counts), the group history's
+      running sums before event 0 (zeros); a chunk needs them before `lo(start)`.
   """
-  config = config or FeatureConfig()
+  config: FeatureConfig
+  chunk_events: int
+  starts: tuple[int, ...]
+  span: int
+  covariates: bool
+  static: np.ndarray
+  static_names: tuple[str, ...]
+  picks: tuple[np.ndarray, ...]
+  groups: dict
+
+  def lo(self, start: int) -> int:
+    """The first event re-read for the chunk starting at `start`."""
+    return max(start - self.span, 0)
+
+
+def _plan_chunks(table: EventTable, config: FeatureConfig, chunk_events: int) -> _ChunkPlan:
   if chunk_events < 1:
     raise ConfigError(f"chunk_events={chunk_events} must be >= 1.")
   m, n = len(table), table.n_items
@@ -100,7 +119,6 @@ def feature_chunks(table: EventTable, config: FeatureConfig | None = None, *,
   spans = [1, config.last, *config.horizons]
   if categorical and config.group_horizons:
     spans += list(config.group_horizons)
-  span = max(spans)
   static, static_names = (static_items(table) if config.static
                           else (np.zeros((n, 0), np.float32), ()))
   groups = {}
@@ -113,40 +131,60 @@ def feature_chunks(table: EventTable, config: FeatureConfig | None = None, *,
   starts = list(range(0, m, chunk_events))
   # Each chunk's carried last picks come from one cheap pass, so chunks build independently.
   picks = _last_picks(table, starts) if config.since_last else [np.full(n, -1, np.int64)] * len(starts)
+  return _ChunkPlan(config, chunk_events, tuple(starts), max(spans), covariates, static,
+                    static_names, tuple(picks), groups)
 
-  def build(start, groups):
-    stop = min(start + chunk_events, m)
-    lo = max(start - span, 0)                                        # the history span re-read
-    part = table.slice(lo, stop)
-    keep = start - lo
-    last_pick = picks[start // chunk_events]
-    # The re-read rows before the chunk see last picks from after them (log1p of a
-    # negative gap); they are dropped, and the chunk's own rows are exact.
-    with np.errstate(divide="ignore", invalid="ignore"):
-      item, item_names, _ = _item_history(part, config, (last_pick - lo).astype(np.int32))
-    item = item[keep:]
-    if covariates:
-      next_lo = max(stop - span, 0)
-      cov, cov_names, groups = _covariate_features(part, config, groups, carry_at=next_lo - lo)
-      item, item_names = np.concatenate([item, cov[keep:]], axis=2), item_names + cov_names
-    if config.calendar:
-      event, event_names = calendar(part)
-      event = event[keep:]
-    else:
-      event, event_names = np.zeros((stop - start, 0), np.float32), ()
-    available = part.available_mask()[keep:]
-    return (start, stop, Features(item, item_names, event, event_names, static, static_names,
-                                  available)), groups
 
+def _build_chunk(table: EventTable, plan: _ChunkPlan, start: int, groups: dict
+                 ) -> tuple[tuple[int, int, Features], dict]:
+  """Features of the chunk starting at `start`, given the group sums before `plan.lo(start)`;
+  returns them with the group sums before the next chunk's `lo`."""
+  config = plan.config
+  stop = min(start + plan.chunk_events, len(table))
+  lo = plan.lo(start)                                                # the history span re-read
+  part = table.slice(lo, stop)
+  keep = start - lo
+  last_pick = plan.picks[start // plan.chunk_events]
+  # The re-read rows before the chunk see last picks from after them (log1p of a
+  # negative gap); they are dropped, and the chunk's own rows are exact.
+  with np.errstate(divide="ignore", invalid="ignore"):
+    item, item_names, _ = _item_history(part, config, (last_pick - lo).astype(np.int32))
+  item = item[keep:]
+  if plan.covariates:
+    cov, cov_names, groups = _covariate_features(part, config, groups, carry_at=plan.lo(stop) - lo)
+    item, item_names = np.concatenate([item, cov[keep:]], axis=2), item_names + cov_names
+  if config.calendar:
+    event, event_names = calendar(part)
+    event = event[keep:]
+  else:
+    event, event_names = np.zeros((stop - start, 0), np.float32), ()
+  available = part.available_mask()[keep:]
+  return (start, stop, Features(item, item_names, event, event_names, plan.static, plan.static_names,
+                                available)), groups
+
+
+def feature_chunks(table: EventTable, config: FeatureConfig | None = None, *,
+                   chunk_events: int = 65_536, threads: int = 1) -> Iterator[tuple[int, int, Features]]:
+  """`build_features(table, config)` a chunk of events at a time.
+
+  Yields (start, stop, features of events [start, stop)), chunks of
+  `chunk_events` events in time order; their concatenation equals
+  `build_features(table, config)` bit for bit. Memory is bounded by a chunk
+  (plus the history span before it) times `threads`, not by the table.
+  `threads` chunks are built at once (numpy releases the GIL), except for
+  tables with categorical covariates, whose group history runs chunk after chunk.
+  """
+  plan = _plan_chunks(table, config or FeatureConfig(), chunk_events)
+  groups = plan.groups
   if groups or threads <= 1:
-    for start in starts:
-      chunk, groups = build(start, groups)
+    for start in plan.starts:
+      chunk, groups = _build_chunk(table, plan, start, groups)
       yield chunk
     return
   with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
     queue = collections.deque()
-    for start in starts:
-      queue.append(pool.submit(build, start, {}))
+    for start in plan.starts:
+      queue.append(pool.submit(_build_chunk, table, plan, start, {}))
       if len(queue) >= threads:
         yield queue.popleft().result()[0]
     while queue:
@@ -314,6 +352,92 @@ def _encode_item(item: np.ndarray, names, dtype: str, where: str) -> np.ndarray:
   return out
 
 
+def _open_store(table: EventTable, folder: pathlib.Path, config: FeatureConfig | None, dtype: str,
+                chunk_events: int, say: Callable[[str], None]
+                ) -> tuple[FeatureConfig, dict, FeatureStore | None]:
+  """Checks the arguments; returns (float32 config, store key, the store when it is
+  current and whole, else None with `folder` emptied of any old store)."""
+  config = dataclasses.replace(config or FeatureConfig(), dtype="float32")
+  if dtype not in STORE_DTYPES:
+    raise ConfigError(f"store dtype={dtype!r}; valid: {', '.join(STORE_DTYPES)}.")
+  if chunk_events < 1:
+    raise ConfigError(f"chunk_events={chunk_events} must be >= 1.")
+  meta_path = folder / "store.json"
+  key = _store_key(table, config, dtype)
+  if meta_path.exists():
+    try:
+      old = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+      old = {}
+    changed = [name for name in key if old.get(name) != key[name]]
+    if not changed and old.get("version") == STORE_VERSION:
+      store = FeatureStore(folder)
+      store.reused = True
+      return config, key, store
+    say(f"feature store {folder}: {', '.join(changed) or 'store version'} changed since it was "
+        f"built; rebuilding it")
+    meta_path.unlink()                    # the folder holds no store until the new one is whole
+  folder.mkdir(parents=True, exist_ok=True)
+  for old_file in folder.glob("shard-*.npy"):
+    old_file.unlink()
+  return config, key, None
+
+
+def _shard_arrays(table: EventTable, start: int, stop: int, feats: Features, k_max: int) -> dict:
+  """The per-event arrays of the shard of events [start, stop) but `item` (SHARD_ARRAYS)."""
+  part = table.slice(start, stop)
+  values, offsets = part.items_flat()
+  arrays = {
+      "event": np.ascontiguousarray(feats.event, np.float32),
+      "available": np.ascontiguousarray(feats.available),
+      "items": padded(values, offsets - offsets[0], fill=-1) if k_max else np.zeros((stop - start, 0), np.int32),
+      "lengths": part.lengths().astype(np.int32),
+      "weights": part.weights().astype(np.float32),
+  }
+  if arrays["items"].shape[1] < k_max:
+    arrays["items"] = np.pad(arrays["items"], ((0, 0), (0, k_max - arrays["items"].shape[1])),
+                             constant_values=-1)
+  arrays["items"] = arrays["items"].astype(np.int32)
+  return arrays
+
+
+def _write_shard(folder: pathlib.Path, index: int, start: int, stop: int, feats: Features,
+                 arrays: dict, dtype: str) -> dict:
+  """Writes shard `index` (the item features encoded as `dtype`); returns its store.json entry."""
+  arrays["item"] = _encode_item(feats.item, feats.item_names, dtype,
+                                f"{folder} events {start}..{stop - 1}")
+  files = {}
+  for name in SHARD_ARRAYS:
+    files[name] = f"shard-{index:05d}.{name}.npy"
+    np.save(folder / files[name], arrays[name])
+  return {"start": start, "stop": stop, "files": files}
+
+
+def _most_available(feats: Features) -> int:
+  return int(feats.available.sum(axis=1).max(initial=0))
+
+
+def _finish_store(folder: pathlib.Path, table: EventTable, key: dict, chunk_events: int,
+                  shards: list[dict], most_available: int, names: tuple | None, static: np.ndarray,
+                  t0: float) -> FeatureStore:
+  """Writes static.npy and, last, store.json; `names` = (item, event, static) feature names
+  of any chunk (None: there was none)."""
+  if names is None:
+    raise DataError("build_store: the table has no events.")
+  np.save(folder / "static.npy", static.astype(np.float32))
+  item_names, event_names, static_names = names
+  meta = {"version": STORE_VERSION, **key, "n_events": len(table), "n_items": table.n_items,
+          "k_max": table.k_max, "kind": table.kind, "chunk_events": chunk_events,
+          "max_available": most_available, "item_names": list(item_names),
+          "event_names": list(event_names), "static_names": list(static_names), "shards": shards,
+          "build_seconds": round(time.perf_counter() - t0, 2)}
+  meta_path = folder / "store.json"
+  tmp = meta_path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(meta, indent=1) + "\n")
+  os.replace(tmp, meta_path)  # store.json last: its presence says the store is whole
+  return FeatureStore(folder)
+
+
 def build_store(table: EventTable, folder: str | os.PathLike, config: FeatureConfig | None = None, *,
                 dtype: str = "bfloat16", chunk_events: int = 65_536,
                 say: Callable[[str], None] = print) -> FeatureStore:
@@ -335,82 +459,30 @@ def build_store(table: EventTable, folder: str | os.PathLike, config: FeatureCon
     The FeatureStore. When `folder` already holds a store of the same data
     (content hash), feature config and dtype it is reused as it is; when any
     of the three differs it is rebuilt, and `say` names what changed.
+    `luce.data.build_store_distributed` builds the same files on a Ray cluster.
   """
-  config = dataclasses.replace(config or FeatureConfig(), dtype="float32")
-  if dtype not in STORE_DTYPES:
-    raise ConfigError(f"store dtype={dtype!r}; valid: {', '.join(STORE_DTYPES)}.")
-  if chunk_events < 1:
-    raise ConfigError(f"chunk_events={chunk_events} must be >= 1.")
   folder = pathlib.Path(folder)
-  meta_path = folder / "store.json"
-  key = _store_key(table, config, dtype)
-  if meta_path.exists():
-    try:
-      old = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
-      old = {}
-    changed = [name for name in key if old.get(name) != key[name]]
-    if not changed and old.get("version") == STORE_VERSION:
-      store = FeatureStore(folder)
-      store.reused = True
-      return store
-    say(f"feature store {folder}: {', '.join(changed) or 'store version'} changed since it was "
-        f"built; rebuilding it")
-    meta_path.unlink()                    # the folder holds no store until the new one is whole
-  folder.mkdir(parents=True, exist_ok=True)
-  for old_file in folder.glob("shard-*.npy"):
-    old_file.unlink()
+  config, key, store = _open_store(table, folder, config, dtype, chunk_events, say)
+  if store is not None:
+    return store
   t0 = time.perf_counter()
-  m, k_max = len(table), table.k_max
+  k_max = table.k_max
   shards, last = [], None
   most_available = 0
-  lengths_all = table.lengths().astype(np.int32)
-  weights_all = table.weights().astype(np.float32)
   # One thread converts and writes chunk i while this one builds chunk i + 1 (numpy and
   # file writes release the GIL): two chunks in memory at most.
   writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
   pending = None
-
-  def write(index, start, stop, feats, arrays):
-    arrays["item"] = _encode_item(feats.item, feats.item_names, dtype,
-                                  f"{folder} events {start}..{stop - 1}")
-    files = {}
-    for name in SHARD_ARRAYS:
-      files[name] = f"shard-{index:05d}.{name}.npy"
-      np.save(folder / files[name], arrays[name])
-    return {"start": start, "stop": stop, "files": files}
-
   for index, (start, stop, feats) in enumerate(feature_chunks(table, config, chunk_events=chunk_events)):
-    part = table.slice(start, stop)
-    values, offsets = part.items_flat()
-    arrays = {
-        "event": np.ascontiguousarray(feats.event, np.float32),
-        "available": np.ascontiguousarray(feats.available),
-        "items": padded(values, offsets - offsets[0], fill=-1) if k_max else np.zeros((stop - start, 0), np.int32),
-        "lengths": lengths_all[start:stop],
-        "weights": weights_all[start:stop],
-    }
-    if arrays["items"].shape[1] < k_max:
-      arrays["items"] = np.pad(arrays["items"], ((0, 0), (0, k_max - arrays["items"].shape[1])),
-                               constant_values=-1)
-    arrays["items"] = arrays["items"].astype(np.int32)
-    most_available = max(most_available, int(feats.available.sum(axis=1).max(initial=0)))
+    arrays = _shard_arrays(table, start, stop, feats, k_max)
+    most_available = max(most_available, _most_available(feats))
     if pending is not None:
       shards.append(pending.result())
-    pending = writer.submit(write, index, start, stop, feats, arrays)
+    pending = writer.submit(_write_shard, folder, index, start, stop, feats, arrays, dtype)
     last = feats
   if pending is not None:
     shards.append(pending.result())
   writer.shutdown()
-  if last is None:
-    raise DataError("build_store: the table has no events.")
-  np.save(folder / "static.npy", last.static.astype(np.float32))
-  meta = {"version": STORE_VERSION, **key, "n_events": m, "n_items": table.n_items, "k_max": k_max,
-          "kind": table.kind, "chunk_events": chunk_events, "max_available": most_available,
-          "item_names": list(last.item_names), "event_names": list(last.event_names),
-          "static_names": list(last.static_names), "shards": shards,
-          "build_seconds": round(time.perf_counter() - t0, 2)}
-  tmp = meta_path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(meta, indent=1) + "\n")
-  os.replace(tmp, meta_path)  # store.json last: its presence says the store is whole
-  return FeatureStore(folder)
+  names = None if last is None else (last.item_names, last.event_names, last.static_names)
+  return _finish_store(folder, table, key, chunk_events, shards, most_available, names,
+                       None if last is None else last.static, t0)
