@@ -181,10 +181,12 @@ def test_lib_never_imports_configs_or_launchers_and_layers_point_down():
 
 
 def test_importing_luce_train_leaves_the_slow_optional_modules_unimported():
-  """Every launcher starts by importing luce.train; scipy.stats, scipy.optimize and
-  tensorboardX (torch, where installed) are imported when first used, not before."""
+  """Every launcher starts by importing luce.train; scipy.stats, scipy.optimize,
+  tensorboardX (torch, where installed) and grain (the store pipeline) are imported
+  when first used, not before."""
   code = ("import sys, luce, luce.train, luce.data; "
-          "print(' '.join(m for m in ('scipy.stats', 'scipy.optimize', 'tensorboardX', 'torch') "
+          "print(' '.join(m for m in ('scipy.stats', 'scipy.optimize', 'tensorboardX', 'torch', "
+          "'grain') "
           "if m in sys.modules))")
   proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -17,12 +17,15 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import grain
 import numpy as np
 from absl import flags
 
+from luce._lazy import LazyModule
 from luce.data._store import FeatureStore
 from luce.errors import ConfigError, DataError
+
+# Grain takes 1-3 s to import: loaded when the store pipeline is first used.
+grain = LazyModule("grain")
 
 
 def process_rows(rows: range, process_index: int, process_count: int) -> range:

@@ -15,7 +15,6 @@ import json
 import pathlib
 import time
 
-import grain
 import jax
 import ml_collections
 import numpy as np
@@ -25,6 +24,7 @@ from tqdm import tqdm
 import luce.data
 import luce.kernels
 from luce import metrics
+from luce._lazy import LazyModule
 from luce.errors import CheckpointError, ConfigError, NonFiniteError
 from luce.models import PLFamily, take_events
 from luce.train._config import (TRAIN_REPORT_ONLY, FAMILIES, checked_config, config_json, flatten,
@@ -33,6 +33,10 @@ from luce.train._data import Prepared, baseline_scores, prepare, reference_score
 from luce.train._ensemble import EnsembleFamily, fit_stacked_weights, member_model_configs
 from luce.train._step import (BAD_METRICS, TrainState, batch_sharding, host_copy, init_state,
                               make_mesh, make_optimizer, make_train_step, replicated)
+
+# Grain takes 1-3 s to import: loaded when the store pipeline is first used.
+grain = LazyModule("grain")
+
 
 def build_family(config, prepared: Prepared):
   """The family object of `config.model.family` for `prepared`'s events; an
