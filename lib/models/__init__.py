@@ -20,6 +20,11 @@ It scores each event's available items only, gathered into a padded
     >>> g = luce.models.gather_entrants(arrays, np.array([0]), width=3)
     >>> g["entrants"].tolist(), g["items"].tolist(), g["item_features"][0, :, 0].tolist()
     ([[0, 2, 4]], [[2, 0]], [0.0, 6.0, 12.0])
+
+For wide events (a catalog of 10,000 items) `PLFamily(..., negatives=M)` trains
+on each event's chosen items plus M negatives drawn from its unchosen items
+(`sampled_batch`: the sampled PL likelihood with the log(|U|/M) correction,
+exact when M >= |U|); evaluation stays exact.
 """
 
 from luce.models._sequence import DiagonalSSM, GRUStack, S5Stack, history_sequence, ssm_discretise
@@ -27,3 +32,4 @@ from luce.models._scorer import (ENCODERS, MLP, AttentionBlock, Dropout, Dropout
                                  dropout_keep, history_columns)
 from luce.models._family import (BATCH_KEYS, PLFamily, chunked, gather_entrants, inclusion_counts,
                                  max_available, scatter_entrants, take_events)
+from luce.models._negatives import sample_negatives, sampled_batch

@@ -17,7 +17,11 @@ chunks of `batch_size` events, the last chunk padded, so each shape compiles
 once. `family.take(arrays, rows)` is the batch of those events the model reads:
 the PL family gathers each event's available items (its entrants) into a
 padded [batch, max_available] block (`gather_entrants`), so a race of 20
-drivers costs 20 scores, not one per driver of the catalog. `luce.train`
+drivers costs 20 scores, not one per driver of the catalog. A family may
+also have `train_take(arrays, rows, key)`, the batch a training step reads
+when it differs from `take`: the PL family with `negatives=M` trains on each
+event's chosen items and M sampled negatives (`luce.models.sampled_batch`, a
+documented approximation), and evaluates on `take`, exactly. `luce.train`
 maps `config.model.family` to a family object in one place
 (`luce.train.build_family`); the neural Plackett-Luce family is here, the
 Discrete Subset Diffusion family is `luce.diffusion.DiffusionFamily`.
@@ -33,6 +37,7 @@ import numpy as np
 
 from luce.errors import ConfigError, DataError, ShapeError
 from luce.losses import event_nll
+from luce.models._negatives import sampled_batch
 from luce.models._scorer import PLScorer, history_columns
 from luce.sampling import pl_sample
 
@@ -128,6 +133,26 @@ def scatter_entrants(values: np.ndarray, entrants: np.ndarray, real: np.ndarray,
   return out
 
 
+def check_negatives(negatives: int, encoder: str, width: int | None, n_items: int) -> None:
+  """ConfigError unless M = `negatives` sampled negatives can train this PL scorer."""
+  if negatives < 0:
+    raise ConfigError(f"model.negatives={negatives} must be >= 0 (0: the exact likelihood over "
+                      f"every entrant).")
+  if encoder != "mlp":
+    raise ConfigError(f"model.negatives={negatives} needs model.encoder='mlp', whose item scores do "
+                      f"not depend on the event's other items; {encoder!r} reads them (attention, "
+                      f"the field of available items or the whole catalog), so a sampled block "
+                      f"would change the scores themselves. Use model.negatives=0.")
+  if width is None:
+    raise ConfigError(f"model.negatives={negatives} gathers each event's chosen items and its "
+                      f"negatives: it needs model.entrants=True.")
+  if negatives >= width:
+    raise ConfigError(f"model.negatives={negatives}: the widest event has {width} available items "
+                      f"(catalog {n_items}), so at most {width - 1} are unchosen, and {negatives} "
+                      f"negatives score no fewer items than the exact loss: use model.negatives=0 "
+                      f"(exact) or fewer than {width}.")
+
+
 class PLFamily:
   """Neural Plackett-Luce: a `PLScorer` whose scores are the PL model's log-weights.
 
@@ -140,6 +165,14 @@ class PLFamily:
   None scores the whole catalog (what the "transformer" encoder needs: its
   time tokens hold every item's history). Both give the same scores from the
   same parameters.
+
+  `negatives`: 0 trains on the exact likelihood over every entrant; M > 0
+  trains on the sampled likelihood of each event's chosen items and M
+  negatives drawn uniformly from its unchosen available items, with the
+  log(|U| / M) correction (`luce.models.sampled_batch`: consistent, exact
+  when M >= |U|). Needs the "mlp" encoder (the only one whose item scores do
+  not depend on the event's other items) and the entrant block, with M below
+  its width. `nll`, `scores` and `sample` stay exact.
   """
   name = "pl"
   nll_kind = "exact"
@@ -148,12 +181,15 @@ class PLFamily:
                     "-inf for unavailable items")
 
   def __init__(self, model_config, *, n_items: int, kind: str, k: int, item_names: Sequence[str],
-               width: int | None = None):
+               width: int | None = None, negatives: int = 0):
     m = model_config
     self.kind, self.k, self.n_items = kind, k, n_items
     if width is not None and m.encoder == "transformer":
       width = None  # its time tokens are vectors over the whole catalog
     self.width = width
+    self.negatives = int(negatives)
+    if self.negatives:
+      check_negatives(self.negatives, m.encoder, width, n_items)
     self.model = PLScorer(n_items=n_items, encoder=m.encoder, hidden=m.hidden, depth=m.depth,
                           heads=m.heads, embed_dim=m.embed_dim, dropout=m.dropout,
                           history_columns=history_columns(item_names), state_size=m.get("state_size", 16))
@@ -171,8 +207,18 @@ class PLFamily:
       return take_events(arrays, rows)
     return gather_entrants(arrays, rows, self.width)
 
+  def train_take(self, arrays: dict, rows: np.ndarray, key) -> dict:
+    """A training step's batch of the events `rows`: `take`, or with `negatives`
+    the chosen items and sampled negatives (`sampled_batch`) drawn from `key`."""
+    if not self.negatives:
+      return self.take(arrays, rows)
+    return sampled_batch(arrays, rows, self.negatives, key)
+
   def loss(self, scores, batch):
-    """float32[B]: the event's exact PL NLL in nats (over the batch's layout)."""
+    """float32[B]: the event's PL NLL in nats over the batch's layout: exact, or
+    sampled when the batch has an `offset` (`sampled_batch`'s log(|U|/M) correction)."""
+    if "offset" in batch:
+      scores = scores + batch["offset"]
     return event_nll(scores, batch["items"], batch["available"], kind=self.kind)
 
   def _slot_scores(self, params, arrays, batch_size):

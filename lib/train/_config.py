@@ -72,6 +72,12 @@ def base_config() -> ml_collections.ConfigDict:
   # block; False scores the whole catalog (the same scores, slower when events have few
   # of the catalog's items). The "transformer" encoder always scores the catalog.
   c.model.entrants = True
+  # Sampled negatives for wide events (a catalog of 10,000 items): 0 trains on the exact PL
+  # likelihood over every entrant; M > 0 on each event's chosen items plus M negatives drawn
+  # uniformly from its unchosen available items, the sum over the unchosen estimated with the
+  # log(|U|/M) correction (luce.models.sampled_batch: consistent, exact when M >= |U|).
+  # PL family, "mlp" encoder and entrants only; evaluation stays exact.
+  c.model.negatives = 0
   # The diffusion denoiser: how the visible items are mixed ("deepsets" or
   # "transformer") and its depth.
   c.model.mixer = "deepsets"
@@ -200,6 +206,18 @@ def _check_model(m, where: str = "") -> None:
     need(m[name] >= 1, f"model.{name}={m[name]} must be >= 1.")
   need(m.hidden % m.heads == 0, f"model.hidden={m.hidden} must be a multiple of model.heads={m.heads}.")
   need(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1).")
+  need(m.negatives >= 0, f"model.negatives={m.negatives} must be >= 0 (0: the exact likelihood "
+       "over every entrant).")
+  if m.negatives:
+    need(m.family == "pl", f"model.negatives={m.negatives} samples the PL likelihood's unchosen "
+         f"items; model.family={m.family!r} cannot: the diffusion denoiser's loss is a softmax over "
+         "every available item at each of its k slots, conditioned on the visible ones, and luce "
+         "has no sampled form of it. Use model.negatives=0.")
+    need(m.encoder == "mlp", f"model.negatives={m.negatives} needs model.encoder='mlp', whose item "
+         f"scores do not depend on the event's other items; {m.encoder!r} reads them, so a "
+         "sampled block would change the scores themselves. Use model.negatives=0.")
+    need(m.entrants, f"model.negatives={m.negatives} gathers each event's chosen items and its "
+         "negatives: it needs model.entrants=True.")
 
 
 def _check_values(c) -> None:
@@ -213,6 +231,12 @@ def _check_values(c) -> None:
   for spec_index, member in enumerate(members):
     spec = (list(c.model.ensemble.members) or [""])[spec_index // c.model.ensemble.seeds]
     _check_model(member, f"model.ensemble.members entry {spec!r}")
+  need(not (c.model.negatives and members), f"model.negatives={c.model.negatives} with "
+       "model.ensemble: the members train on one batch, and sampled negatives are drawn for a "
+       "single PL model only. Use model.negatives=0 or no ensemble.")
+  need(not (c.model.negatives and c.tune.population > 1), f"model.negatives={c.model.negatives} "
+       f"with tune.population={c.tune.population}: population training gathers exact batches. "
+       "Use tune.population=1.")
   for name in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
                "max_to_keep", "eval_batch_size"):
     need(c.train[name] >= 1, f"train.{name}={c.train[name]} must be >= 1.")

@@ -38,6 +38,10 @@ from luce.train._step import (BAD_METRICS, TrainState, batch_sharding, host_copy
 grain = LazyModule("grain")
 
 
+# Tags the negatives' seed apart from the batch order's (both start from the data seed).
+NEGATIVES_STREAM = 0x6E6567
+
+
 def build_family(config, prepared: Prepared):
   """The family object of `config.model.family` for `prepared`'s events; an
   `EnsembleFamily` of the members when `model.ensemble` names any."""
@@ -53,6 +57,7 @@ def _one_family(model_config, prepared: Prepared):
   extra = {}
   if make is PLFamily and model_config.entrants:
     extra["width"] = prepared.max_available
+    extra["negatives"] = model_config.negatives
   return make(model_config, n_items=prepared.n_items, kind=prepared.kind, k=prepared.k,
               item_names=prepared.item_names, **extra)
 
@@ -367,6 +372,15 @@ class Trainer:
       return jax.jit(lambda k: init_state(model, optimizer, example, k),
                      out_shardings=replicated(self.mesh))(key)
 
+  def _train_take(self, data_seed, step: int):
+    """`(arrays, rows) -> batch` of training step `step`: the family's `train_take`
+    (sampled negatives) keyed by (data seed, step, process), else its `take`."""
+    if not hasattr(self.family, "train_take"):
+      return self.family.take
+    seed = tuple(data_seed) if isinstance(data_seed, (tuple, list)) else (int(data_seed),)
+    key = (*seed, step, jax.process_index(), NEGATIVES_STREAM)
+    return lambda arrays, rows: self.family.train_take(arrays, rows, key)
+
   def fit(self, state: TrainState, arrays: dict, rows: range, *, until: int, first_step: int,
           data_seed, step_key, checkpoints: Checkpoints | None = None, logger: Logger | None = None,
           valid=None, loop: dict | None = None, meta=None, progress: bool = False, say=print,
@@ -422,10 +436,11 @@ class Trainer:
     queue: collections.deque = collections.deque()
 
     def batch_of(step):  # (the global batch of `step`, the stream's state after it)
+      take = self._train_take(data_seed, step)
       if stream is None:
-        return global_batch(arrays, indices(step), self.sharding, self.family.take), None
+        return global_batch(arrays, indices(step), self.sharding, take), None
       host, data_state = stream.next()
-      return local_global_batch(host, batch_size, self.sharding, self.family.take), data_state
+      return local_global_batch(host, batch_size, self.sharding, take), data_state
 
     def fill(next_step: int) -> int:  # prefetch: two batches ahead of the device
       while len(queue) < 2 and next_step < until:
