@@ -43,6 +43,7 @@ from luce.data._store import (
     from_bfloat16_bits,
     to_bfloat16_bits,
 )
+from luce.data._distributed import STORE_ENGINES, build_store_distributed
 from luce.data._pipeline import FeatureRows, StoreBatches, process_rows, store_dataset
 from luce.data._batching import TimeSplit, batches, model_arrays, split_by_time
 from luce.data._eda import (
