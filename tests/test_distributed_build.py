@@ -203,3 +203,33 @@ def test_importing_luce_data_leaves_ray_unimported():
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.split() == ["False", "True"]
+
+
+def test_training_path_builds_the_store_on_ray_when_asked(ray_runtime, tmp_path, monkeypatch):
+  import luce.train
+  calls = []
+  real = luce.data.build_store_distributed
+  monkeypatch.setattr(luce.data, "build_store_distributed",
+                      lambda *args, **kwargs: calls.append(kwargs["address"]) or real(*args, **kwargs))
+  data = {"source": "synthetic:ranking?n_items=8&k=3&n_events=300&seed=0", "pipeline": "store",
+          "chunk_events": 37, "features": {"calendar": False, "horizons": (10,)}}
+  said = []
+  for engine in ("local", "ray"):
+    config = luce.train.checked_config({"data": {**data, "store_engine": engine}})
+    prepared = luce.train.prepare(config, store_dir=tmp_path / engine, say=said.append)
+    assert not prepared.store.reused and len(prepared.store.meta["shards"]) == 9
+  assert calls == [None]                                 # the local store was not built by Ray
+  assert_same_store(tmp_path / "local", tmp_path / "ray")
+
+
+def test_store_engine_fields_are_checked():
+  import luce.train
+  assert luce.train.checked_config({}).data.store_engine == "local"
+  with pytest.raises(ConfigError, match=r"data\.store_engine='spark'; valid: local, ray\."):
+    luce.train.checked_config({"data": {"store_engine": "spark"}})
+  with pytest.raises(ConfigError, match=r"data\.ray_address='auto' .* only with data\.store_engine='ray'"):
+    luce.train.checked_config({"data": {"ray_address": "auto"}})
+  assert luce.train.checked_config({"data": {"store_engine": "ray", "ray_address": "auto"}})
+  from luce.train._config import flatten, incompatible_changes
+  a = flatten(luce.train.checked_config({"data": {"pipeline": "store"}}))
+  assert incompatible_changes(a, {**a, "data.store_engine": "ray", "data.ray_address": "auto"}) == []

@@ -15,7 +15,7 @@ import json
 import ml_collections
 
 from luce.baselines import NAMES as BASELINE_NAMES
-from luce.data import STORE_DTYPES
+from luce.data import STORE_DTYPES, STORE_ENGINES
 from luce.diffusion import MIXERS, DiffusionFamily
 from luce.errors import ConfigError
 from luce.models import ENCODERS, PLFamily
@@ -53,6 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.store_dtype = "bfloat16"         # item features on disk: float32, float16 or bfloat16
   c.data.chunk_events = 65_536
   c.data.workers = 0
+  # Who builds the store: "local" (this process) or "ray" (luce.data.build_store_distributed:
+  # one Ray task per chunk, the same files; ray_address "" = a Ray started in this process,
+  # else "auto", "HOST:PORT" or "ray://HOST:10001" of a cluster whose nodes see store_dir).
+  c.data.store_engine = "local"
+  c.data.ray_address = ""
   # Item history (last L events, rates over horizons), calendar, catalog features and
   # the per-event item covariates (`cov_*` columns: value, cross-sectional z-score,
   # and for categorical ones the group's results over `group_horizons` events).
@@ -141,7 +146,7 @@ REPORT_ONLY = (
     "backtest.bootstrap_samples", "backtest.block", "backtest.level", "backtest.calibration_bins",
     "compile_cache.dir", "compile_cache.min_compile_secs",
     # The store's place and chunking change nothing it holds (chunks equal the whole).
-    "data.store_dir", "data.chunk_events",
+    "data.store_dir", "data.chunk_events", "data.store_engine", "data.ray_address",
     *(f"tune.{name}" for name in base_config().tune))
 # What a luce-train run never reads when it trains: it resumes whatever they are
 # (the backtest section; data.eval_k, which only its report uses, while a
@@ -250,6 +255,11 @@ def _check_values(c) -> None:
        f"data.store_dtype={c.data.store_dtype!r}; valid: {', '.join(STORE_DTYPES)}.")
   need(isinstance(c.data.store_dir, str), f"data.store_dir={c.data.store_dir!r} must be a path or "
        "'' (WORKDIR/features).")
+  need(c.data.store_engine in STORE_ENGINES,
+       f"data.store_engine={c.data.store_engine!r}; valid: {', '.join(STORE_ENGINES)}.")
+  need(isinstance(c.data.ray_address, str) and (c.data.store_engine == "ray" or not c.data.ray_address),
+       f"data.ray_address={c.data.ray_address!r} must be '' (a Ray in this process), 'auto', "
+       "'HOST:PORT' or 'ray://HOST:PORT', and is read only with data.store_engine='ray'.")
   need(c.data.chunk_events >= 1, f"data.chunk_events={c.data.chunk_events} must be >= 1.")
   need(c.data.workers >= 0, f"data.workers={c.data.workers} must be >= 0 (0: read in the training "
        "process).")

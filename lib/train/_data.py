@@ -198,8 +198,13 @@ def _prepare_store(config, table, oracle, fit_until, store_dir, say) -> Prepared
     raise ConfigError("data.pipeline='store' needs data.store_dir (luce-train uses WORKDIR/features "
                       "when it is ''); backtests read in memory: set data.pipeline='memory'.")
   t0 = time.perf_counter()
-  store = luce.data.build_store(table, store_dir, feature_config(d), dtype=d.store_dtype,
-                                chunk_events=d.chunk_events, say=say)
+  if d.store_engine == "ray":
+    store = luce.data.build_store_distributed(table, store_dir, feature_config(d), dtype=d.store_dtype,
+                                              chunk_events=d.chunk_events,
+                                              address=d.ray_address or None, say=say)
+  else:
+    store = luce.data.build_store(table, store_dir, feature_config(d), dtype=d.store_dtype,
+                                  chunk_events=d.chunk_events, say=say)
   say(f"feature store {store_dir}: {'reused' if store.reused else 'built'} ({len(store.meta['shards'])} "
       f"shards, item features {store.meta['dtype']}) in {time.perf_counter() - t0:.1f}s")
   bounds = split_bounds(table, d)
