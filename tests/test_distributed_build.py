@@ -11,8 +11,11 @@ import json
 import math
 import os
 import pathlib
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -233,3 +236,39 @@ def test_store_engine_fields_are_checked():
   from luce.train._config import flatten, incompatible_changes
   a = flatten(luce.train.checked_config({"data": {"pipeline": "store"}}))
   assert incompatible_changes(a, {**a, "data.store_engine": "ray", "data.ray_address": "auto"}) == []
+
+
+def test_an_existing_cluster_by_address(tmp_path):
+  """A head node started with `ray start --head` (token authentication, Ray's default), a
+  driver in a fresh process that connects by HOST:PORT; the store equals the local build."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  temp = tempfile.mkdtemp(prefix="lr", dir="/tmp")          # short: Ray's socket paths live there
+  ray_cli = pathlib.Path(sys.executable).parent / "ray"
+  head = subprocess.Popen([str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2",
+                           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
+                           "--block"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    source, folder = "synthetic:ranking?n_items=8&k=3&n_events=200&seed=0", tmp_path / "cluster"
+    code = ("import luce.data; table = luce.data.read(%r); "
+            "luce.data.build_store_distributed(table, %r, chunk_events=30, address='127.0.0.1:%d')"
+            % (source, str(folder), port))
+    for _ in range(120):                                        # until the GCS listens
+      with socket.socket() as probe:
+        if head.poll() is not None or probe.connect_ex(("127.0.0.1", port)) == 0:
+          break
+      time.sleep(0.25)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "RAY_AUTH_MODE": "token"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Connected to Ray cluster" in done.stderr
+    local = luce.data.build_store(luce.data.read(source), tmp_path / "local", chunk_events=30)
+    assert_same_store(local.folder, folder)
+  finally:
+    head.terminate()                                            # drains and stops the head's processes
+    try:
+      head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      head.kill()
+    shutil.rmtree(temp, ignore_errors=True)
