@@ -239,3 +239,12 @@ def test_trains_with_sampled_negatives_and_evaluates_exactly(tmp_path):
   for x, y in zip(a, b, strict=True):
     np.testing.assert_array_equal(x, y)
   assert any(not np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_large_catalog_config():
+  from luce.configs import large_catalog
+  assert large_catalog.__doc__.splitlines()[2].strip().startswith(
+      "luce-train --config=configs/large_catalog.py")
+  config = luce.train.checked_config(large_catalog.get_config())
+  assert "n_items=10000" in config.data.source and config.model.negatives == 512
+  assert "static" not in config.baselines.names   # fit_pl stops at 8,192 items
