@@ -272,3 +272,20 @@ def test_an_existing_cluster_by_address(tmp_path):
     except subprocess.TimeoutExpired:
       head.kill()
     shutil.rmtree(temp, ignore_errors=True)
+
+
+class _NoCluster:
+  """A stand-in for the ray module whose `init` finds no cluster, as `ray.init("auto")` does."""
+
+  @staticmethod
+  def is_initialized():
+    return False
+
+  @staticmethod
+  def init(**kwargs):
+    raise ConnectionError("Could not find any running Ray instance.")
+
+
+def test_a_cluster_ray_cannot_reach_is_named():
+  with pytest.raises(ConfigError, match=r"address='auto': Ray could not start or connect \(Could not find"):
+    distributed._connect(_NoCluster, "auto", None, print)

@@ -187,8 +187,9 @@ def build_store_distributed(table: EventTable, folder: str | os.PathLike,
     chunk_events: events per chunk, task and shard; a task's memory is bounded by it.
     address: the Ray cluster: None starts a local Ray in this process (and stops
       it after), "auto" the cluster of this machine (`ray start --head`),
-      "HOST:PORT" its GCS, "ray://HOST:10001" a Ray client server. When this
-      process has already called `ray.init`, that runtime is used.
+      "HOST:PORT" its GCS, "ray://HOST:10001" a Ray client server; every node
+      needs this luce installed. When this process has already called
+      `ray.init`, that runtime is used.
     num_cpus: CPUs of the local Ray (address=None; default every core), one task per CPU.
     say: where the build/reuse and cluster messages go.
 
