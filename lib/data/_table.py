@@ -182,59 +182,112 @@ def canonical_events(events: pa.Table) -> pa.Table:
   return events
 
 
-def _update_with_array(h, a: pa.Array) -> None:
-  """Feed a canonical byte form of `a` (independent of chunking and slicing) to h."""
-  if isinstance(a, pa.ChunkedArray):
-    a = a.combine_chunks() if a.num_chunks != 1 else a.chunk(0)
-  if pa.types.is_dictionary(a.type):
-    a = a.dictionary_decode()
-  h.update(f"{_type_tag(a.type)}|{len(a)}|{a.null_count}|".encode())
-  valid = None
-  if a.null_count:
-    valid = np.asarray(a.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    h.update(np.packbits(valid).tobytes())
+HASH_PIECE = 1 << 22  # elements hashed at a time: the temporaries stay small on any table
+
+
+def _pieces(a: pa.Array | pa.ChunkedArray, piece: int) -> list[pa.Array]:
+  """`a` as zero-copy slices of at most `piece` elements, in order."""
+  chunks = a.chunks if isinstance(a, pa.ChunkedArray) else [a]
+  return [c.slice(s, piece) for c in chunks for s in range(0, len(c), piece)]
+
+
+class _Bits:
+  """np.packbits of a bool array fed in pieces: whole bytes go to `h`, the rest waits."""
+
+  def __init__(self, h):
+    self.h, self.rest = h, np.zeros(0, dtype=bool)
+
+  def add(self, bits: np.ndarray) -> None:
+    bits = np.concatenate([self.rest, bits]) if len(self.rest) else bits
+    whole = len(bits) // 8 * 8
+    self.h.update(np.packbits(bits[:whole]).tobytes())
+    self.rest = bits[whole:]
+
+  def close(self) -> None:
+    if len(self.rest):
+      self.h.update(np.packbits(self.rest).tobytes())
+
+
+def _update_with_offsets(h, pieces: list[np.ndarray]) -> None:
+  """Feed the offsets of a whole array, `offsets - offsets[0]` as int64, from its pieces'."""
+  base = 0
+  for i, offsets in enumerate(pieces):
+    offsets = offsets.astype(np.int64)
+    h.update((offsets[(i > 0):] - offsets[0] + base).tobytes())
+    base += int(offsets[-1] - offsets[0])
+
+
+def _update_with_array(h, a: pa.Array | pa.ChunkedArray, piece: int = HASH_PIECE) -> None:
+  """Feed a canonical byte form of `a` (independent of chunking and slicing) to h.
+
+  The bytes are those of the whole array (its type, length, null count, validity
+  bits, offsets and values, each section whole), produced `piece` elements at a
+  time so that no copy of the array is made.
+  """
   t = a.type
+  if pa.types.is_dictionary(t):
+    t = t.value_type
+  parts = _pieces(a, piece)
+  if pa.types.is_dictionary(a.type):
+    parts = [p.dictionary_decode() for p in parts]
+  if not parts:  # an empty array: one empty piece of its type keeps the layout below
+    parts = [pa.array([], t)]
+  length, nulls = sum(len(p) for p in parts), sum(p.null_count for p in parts)
+  h.update(f"{_type_tag(t)}|{length}|{nulls}|".encode())
+  if nulls:
+    bits = _Bits(h)
+    for p in parts:
+      bits.add(np.asarray(p.is_valid().to_numpy(zero_copy_only=False), dtype=bool))
+    bits.close()
   if pa.types.is_list(t) or pa.types.is_large_list(t):
-    offsets = np.asarray(a.offsets, dtype=np.int64)
-    h.update((offsets - offsets[0]).tobytes())
-    _update_with_array(h, a.flatten())
+    _update_with_offsets(h, [np.asarray(p.offsets) for p in parts])
+    _update_with_array(h, pa.chunked_array([p.flatten() for p in parts], t.value_type), piece)
   elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) \
       or pa.types.is_large_binary(t):
     wide = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
-    bufs = a.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64 if wide else np.int32)
-    offsets = offsets[a.offset:a.offset + len(a) + 1].astype(np.int64)
-    h.update((offsets - offsets[0]).tobytes())
-    if bufs[2] is not None and len(a):
-      h.update(memoryview(bufs[2])[offsets[0]:offsets[-1]])
+    offsets, data = [], []
+    for p in parts:
+      bufs = p.buffers()
+      o = np.frombuffer(bufs[1], dtype=np.int64 if wide else np.int32)[p.offset:p.offset + len(p) + 1]
+      offsets.append(o)
+      if bufs[2] is not None and len(p):
+        data.append(memoryview(bufs[2])[int(o[0]):int(o[-1])])
+    _update_with_offsets(h, offsets)
+    for d in data:
+      h.update(d)
   elif pa.types.is_fixed_size_list(t):
     h.update(f"size {t.list_size}|".encode())
-    _update_with_array(h, a.flatten())
+    _update_with_array(h, pa.chunked_array([p.flatten() for p in parts], t.value_type), piece)
   elif pa.types.is_boolean(t):
-    values = np.asarray(a.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-    h.update(np.packbits(values).tobytes())
+    bits = _Bits(h)
+    for p in parts:
+      bits.add(np.asarray(p.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool))
+    bits.close()
   elif pa.types.is_primitive(t) and t.bit_width % 8 == 0 and t.num_buffers == 2:
     width = t.bit_width // 8
-    values = np.frombuffer(a.buffers()[1], dtype=f"u{width}")[a.offset:a.offset + len(a)]
-    if valid is not None:
-      values = np.where(valid, values, 0)
-    h.update(np.ascontiguousarray(values).tobytes())
+    for p in parts:
+      values = np.frombuffer(p.buffers()[1], dtype=f"u{width}")[p.offset:p.offset + len(p)]
+      if p.null_count:
+        values = np.where(np.asarray(p.is_valid().to_numpy(zero_copy_only=False), dtype=bool),
+                          values, 0)
+      h.update(np.ascontiguousarray(values).data)
   else:
     # Rare types in context columns: fall back to their Python values.
-    h.update(repr(a.to_pylist()).encode())
+    h.update(repr(pa.chunked_array(parts, t).to_pylist()).encode())
 
 
-def content_hash(events: pa.Table, catalog: Catalog) -> str:
+def content_hash(events: pa.Table, catalog: Catalog, *, piece: int = HASH_PIECE) -> str:
   """sha256 (hex) of the table's columns and the catalog.
 
   The digest depends on the column names, types and values only: not on Arrow
-  chunking, slicing, column order or Parquet encoding.
+  chunking, slicing, column order or Parquet encoding. Columns are hashed
+  `piece` elements at a time (memory: a few bytes per element of one piece).
   """
   h = hashlib.sha256()
   h.update(f"luce-events-v{SCHEMA_VERSION}|".encode())
   for name in sorted(events.column_names):
     h.update(f"column {name}|".encode())
-    _update_with_array(h, events.column(name))
+    _update_with_array(h, events.column(name), piece)
   h.update(catalog.to_json().encode())
   return h.hexdigest()
 
@@ -567,6 +620,18 @@ def write(table: EventTable, path: str | os.PathLike) -> str:
   return table.content_hash
 
 
+def _read_row_groups(path: str) -> pa.Table:
+  """The file's table, read one row group at a time: the decoding buffers of one row group
+  are live at once, not the whole file's (pq.read_table holds ~0.8x the table more)."""
+  try:
+    file = pq.ParquetFile(path)
+  except (pa.ArrowException, OSError):
+    return pq.read_table(path)  # fails again, with the message users have always had
+  with file:
+    parts = [file.read_row_group(i) for i in range(file.num_row_groups)]
+    return pa.concat_tables(parts) if parts else file.schema_arrow.empty_table()
+
+
 def read_parquet(path: str | os.PathLike, *, verify_hash: bool = True) -> EventTable:
   """Read a table written by `write`; checks schema version and content hash.
 
@@ -576,7 +641,7 @@ def read_parquet(path: str | os.PathLike, *, verify_hash: bool = True) -> EventT
   """
   path = os.fspath(path)
   try:
-    events = pq.read_table(path)
+    events = _read_row_groups(path)
   except (pa.ArrowException, OSError) as e:
     raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e}). "
                     f"Is it truncated? Rewrite it with luce.data.write.") from e

@@ -2,8 +2,9 @@
 
 `find_problems` returns every problem; `validate` raises `luce.DataError` at the
 first one (`on_invalid="raise"`) or with all of them listed
-(`on_invalid="report"`). The checks are vectorised over the flat item lists, so a
-million events validate in about a second.
+(`on_invalid="report"`). The checks are vectorised over the flat item lists of a chunk
+of events at a time (`chunk_events`), so a million events validate in about a second
+and memory stays bounded by the table plus one chunk's temporaries.
 """
 
 from __future__ import annotations
@@ -89,13 +90,50 @@ class Provenance:
     return self.columns.get(name, name)
 
 
+CHUNK_EVENTS = 1 << 16  # events checked at a time: the per-item temporaries are one chunk's
+_MASK_BYTES = 1 << 24  # the availability check's bool[events, n + 1] mask, at most
+_NULL_ID = -(2**31)  # a null item, once filled: reported as missing, not as outside the catalog
+
+
 def _first(mask: np.ndarray, limit: int | None) -> np.ndarray:
   idx = np.flatnonzero(mask)
   return idx if limit is None else idx[:limit]
 
 
+def _rows(column: pa.ChunkedArray | pa.Array, start: int, stop: int) -> pa.Array:
+  """Rows start..stop-1 of a column as one array: a view, a copy only where they span chunks."""
+  part = column.slice(start, stop - start)
+  if isinstance(part, pa.ChunkedArray):
+    part = part.chunk(0) if part.num_chunks == 1 else part.combine_chunks()
+  return part
+
+
+def _event_at(offsets: np.ndarray, j: int) -> int:
+  """The list holding flat entry j (offsets int64[c+1] from 0): `repeat(arange(c), lengths)[j]`."""
+  return int(np.searchsorted(offsets, j, side="right") - 1)
+
+
+class _Found:
+  """The problems of each check, at most `limit` per check, kept until every chunk is seen."""
+
+  def __init__(self, limit: int | None):
+    self.limit, self.lists = limit, {}
+
+  def first(self, check: str, mask: np.ndarray) -> np.ndarray:
+    """Indices of `mask`, as many as `check` still has room for."""
+    found = self.lists.setdefault(check, [])
+    return _first(mask, None if self.limit is None else max(self.limit - len(found), 0))
+
+  def add(self, check: str, problem: Problem) -> None:
+    self.lists.setdefault(check, []).append(problem)
+
+  def take(self, check: str) -> list[Problem]:
+    return self.lists.pop(check, [])
+
+
 def find_problems(table: EventTable, provenance: Provenance | None = None, *,
-                  k: int | None = None, limit: int | None = None) -> list[Problem]:
+                  k: int | None = None, limit: int | None = None,
+                  chunk_events: int = CHUNK_EVENTS) -> list[Problem]:
   """Every problem of `table` (at most `limit` per check), in check order.
 
   Checks: unknown columns, missing columns, nulls, kinds, event size (when the
@@ -104,10 +142,16 @@ def find_problems(table: EventTable, provenance: Provenance | None = None, *,
   non-positive weights, covariates (`cov_*`: type list<double> or list<string>,
   one value per available item, numbers finite and not null, labels not null
   or empty).
+
+  The rows are checked `chunk_events` events at a time (the problems and their
+  order do not depend on it): memory is the table's plus a few arrays per event
+  and one chunk's per-item temporaries, never arrays per item of the whole table.
   """
+  if chunk_events < 1:
+    raise ConfigError(f"chunk_events={chunk_events}: validation needs a positive number of events "
+                      f"per chunk.")
   prov = provenance or Provenance(file=table.metadata.get("source", "<table>"))
   events = table.events
-  n = table.n_items
   problems: list[Problem] = []
   add = problems.append
 
@@ -142,108 +186,187 @@ def find_problems(table: EventTable, provenance: Provenance | None = None, *,
       for i in _first(mask, limit):
         add(Problem("null", prov.file, prov.event_row(i), prov.column(name), None,
                     "missing value"))
-  col = events.column("items")
-  if isinstance(col, pa.ChunkedArray):
-    col = col.combine_chunks()
-  if col.null_count:
-    col = col.fill_null(pa.scalar([], col.type))
-  values, offsets = list_arrays(col)
-  lengths = np.diff(offsets)
-  event_of = np.repeat(np.arange(len(lengths)), lengths)
-  pos_of = np.arange(len(values)) - np.repeat(offsets[:-1], lengths)
-  flat = col.flatten()
-  if flat.null_count:
-    mask = np.asarray(flat.is_null().to_numpy(zero_copy_only=False))
-    for j in _first(mask, limit):
-      add(Problem("null", prov.file, prov.value_row(j, event_of[j]),
-                  prov.value_column(pos_of[j]), None, "missing item"))
-    values = np.asarray(flat.fill_null(-(2**31)).to_numpy())
-  else:
-    values = np.asarray(values)
 
-  kinds = events.column("kind").fill_null("")
-  bad_kind = np.asarray(pc.invert(pc.is_in(kinds, pa.array(KINDS))).to_numpy(zero_copy_only=False))
-  for i in _first(bad_kind, limit):
-    add(Problem("kind", prov.file, prov.event_row(i), "kind", kinds[int(i)].as_py(),
-                f"kind must be one of {KINDS}"))
-
-  # Sizes.
   if k is None and "k" in table.metadata:
     k = int(table.metadata["k"])
-  if k is not None:
-    for i in _first(lengths != k, limit):
-      add(Problem("event_size", prov.file, prov.event_row(i), prov.value_column(0),
-                  int(lengths[i]), f"event lists {lengths[i]} items, the game picks {k}"))
-  for i in _first(lengths == 0, limit):
-    add(Problem("event_size", prov.file, prov.event_row(i), prov.value_column(0), 0,
-                "event lists no items"))
-
-  # Ids.
-  label = (lambda j: prov.value_labels[j]) if prov.value_labels is not None else (lambda j: int(values[j]))
-  outside = ((values < 0) | (values >= n)) & (values != -(2**31))
-  for j in _first(outside, limit):
-    add(Problem("unknown_item", prov.file, prov.value_row(j, event_of[j]),
-                prov.value_column(pos_of[j]), label(j),
-                f"item is not in the catalog of {n} items (ids 0..{n - 1})"))
-
-  # Duplicates within an event: sort (event, id) pairs and compare neighbours.
-  if len(values):
-    key = event_of.astype(np.int64) * (n + 2) + np.clip(values, -1, n)
-    order = np.argsort(key, kind="stable")
-    same = key[order][1:] == key[order][:-1]
-    for d in _first(same, limit):
-      j = order[d + 1]
-      e = event_of[j]
-      add(Problem("duplicate_item", prov.file, prov.value_row(j, e), prov.value_column(pos_of[j]),
-                  label(j), f"item listed twice in one event (event_id "
-                  f"{events.column('event_id')[int(e)].as_py()}); an item can be picked once"))
-
-  # Availability: every listed item must be available.
-  if "available" in events.column_names and not outside.any():
-    avail_values, avail_offsets = list_arrays(events.column("available"))
-    mask = np.zeros((len(lengths), n + 1), dtype=bool)
-    mask[np.repeat(np.arange(len(lengths)), np.diff(avail_offsets)), np.clip(avail_values, 0, n)] = True
-    missing = ~mask[event_of, np.clip(values, 0, n)]
-    for j in _first(missing, limit):
-      add(Problem("not_available", prov.file, prov.value_row(j, event_of[j]),
-                  prov.value_column(pos_of[j]), label(j),
-                  "item is ranked but not in the event's `available` list"))
-
-  # Time: strictly increasing within each series, non-decreasing overall.
-  if events.column("time").null_count == 0:
-    t = events.column("time").cast(pa.int64()).to_numpy() if pa.types.is_timestamp(time_type) \
-        else events.column("time").to_numpy()
-    if "series" in events.column_names and events.column("series").null_count == 0:
-      s = events.column("series").combine_chunks()
-      s_codes = np.asarray(s.dictionary_encode().indices.to_numpy(zero_copy_only=False))
-      order = np.lexsort((np.arange(len(t)), s_codes))
-      same_series = s_codes[order][1:] == s_codes[order][:-1]
-      bad = same_series & (t[order][1:] <= t[order][:-1])
-      bad_rows = np.sort(order[1:][bad])
-      decreasing = np.flatnonzero(t[1:] < t[:-1]) + 1
-      bad_rows = np.union1d(bad_rows, decreasing)
-    else:
-      bad_rows = np.flatnonzero(t[1:] <= t[:-1]) + 1
-    time_values = table.times() if pa.types.is_timestamp(time_type) else t
-    for i in bad_rows if limit is None else bad_rows[:limit]:
-      add(Problem("time_order", prov.file, prov.event_row(i), prov.column("time"),
-                  str(time_values[i]), f"time is not after the previous event's "
-                  f"{time_values[i - 1] if i > 0 else ''} (times must increase within a series)"))
+  found = _Found(limit)
+  outside_any = _item_problems(table, prov, k, found, chunk_events)
+  for check in ("item_null", "kind", "event_size_k", "event_size_0", "unknown_item",
+                "duplicate_item"):
+    problems += found.take(check)
+  if not outside_any:  # ids outside the catalog make availability moot
+    problems += found.take("not_available")
+  _time_problems(table, prov, found, chunk_events)
+  problems += found.take("time_order")
 
   if "weight" in events.column_names and events.column("weight").null_count == 0:
-    w = events.column("weight").to_numpy()
-    for i in _first(~(w > 0), limit):
-      add(Problem("weight", prov.file, prov.event_row(i), "weight", float(w[i]),
-                  "weights must be positive"))
+    weight = events.column("weight")
+    for a in range(0, len(table), chunk_events):
+      w = _rows(weight, a, a + chunk_events).to_numpy(zero_copy_only=False)
+      for i in found.first("weight", ~(w > 0)):
+        found.add("weight", Problem("weight", prov.file, prov.event_row(a + i), "weight",
+                                    float(w[i]), "weights must be positive"))
+    problems += found.take("weight")
 
   for name in table.covariate_columns():
-    _covariate_problems(table, name, prov, limit, add)
+    problems += _covariate_problems(table, name, prov, limit, chunk_events)
   return problems
 
 
+def _item_problems(table: EventTable, prov: Provenance, k: int | None, found: _Found,
+                   chunk_events: int) -> bool:
+  """The checks of the item lists and kinds, a chunk of events at a time, into `found`.
+
+  Returns whether any id is outside the catalog (then availability is not checked).
+  """
+  events = table.events
+  n, m = table.n_items, len(table)
+  column, kind_column = events.column("items"), events.column("kind")
+  has_available = "available" in events.column_names
+  outside_any = False
+  base = 0  # flat index (of the whole table's item lists) of the chunk's first item
+  for a in range(0, m, chunk_events):
+    b = min(a + chunk_events, m)
+    col = _rows(column, a, b)
+    if col.null_count:
+      col = col.fill_null(pa.scalar([], col.type))
+    values, offsets = list_arrays(col)
+    lengths = np.diff(offsets)
+    flat = col.flatten()
+    if flat.null_count:
+      mask = np.asarray(flat.is_null().to_numpy(zero_copy_only=False))
+      for j in found.first("item_null", mask):
+        e = _event_at(offsets, j)
+        found.add("item_null", Problem("null", prov.file, prov.value_row(base + j, a + e),
+                                       prov.value_column(j - offsets[e]), None, "missing item"))
+      values = np.asarray(flat.fill_null(_NULL_ID).to_numpy())
+    else:
+      values = np.asarray(values)
+
+    kinds = _rows(kind_column, a, b).fill_null("")
+    bad_kind = np.asarray(pc.invert(pc.is_in(kinds, pa.array(KINDS))).to_numpy(zero_copy_only=False))
+    for i in found.first("kind", bad_kind):
+      found.add("kind", Problem("kind", prov.file, prov.event_row(a + i), "kind",
+                                kinds[int(i)].as_py(), f"kind must be one of {KINDS}"))
+
+    # Sizes.
+    if k is not None:
+      for i in found.first("event_size_k", lengths != k):
+        found.add("event_size_k", Problem("event_size", prov.file, prov.event_row(a + i),
+                                          prov.value_column(0), int(lengths[i]),
+                                          f"event lists {lengths[i]} items, the game picks {k}"))
+    for i in found.first("event_size_0", lengths == 0):
+      found.add("event_size_0", Problem("event_size", prov.file, prov.event_row(a + i),
+                                        prov.value_column(0), 0, "event lists no items"))
+
+    # Ids.
+    def label(j, values=values, base=base):
+      return prov.value_labels[base + j] if prov.value_labels is not None else int(values[j])
+
+    outside = ((values < 0) | (values >= n)) & (values != _NULL_ID)
+    outside_any = outside_any or bool(outside.any())
+    for j in found.first("unknown_item", outside):
+      e = _event_at(offsets, j)
+      found.add("unknown_item", Problem(
+          "unknown_item", prov.file, prov.value_row(base + j, a + e), prov.value_column(j - offsets[e]),
+          label(j), f"item is not in the catalog of {n} items (ids 0..{n - 1})"))
+
+    # Duplicates within an event: (event, id) keys equal to a neighbour once sorted. A plain
+    # sort finds whether there are any; the stable argsort names them in the whole-table order.
+    if len(values):
+      event_of = np.repeat(np.arange(b - a, dtype=np.int64), lengths)
+      key = event_of * (n + 2) + np.clip(values, -1, n)
+      ordered = np.sort(key)
+      if (ordered[1:] == ordered[:-1]).any():
+        order = np.argsort(key, kind="stable")
+        same = key[order][1:] == key[order][:-1]
+        for d in found.first("duplicate_item", same):
+          j = int(order[d + 1])
+          e = a + int(event_of[j])
+          found.add("duplicate_item", Problem(
+              "duplicate_item", prov.file, prov.value_row(base + j, e),
+              prov.value_column(j - offsets[e - a]), label(j),
+              f"item listed twice in one event (event_id "
+              f"{events.column('event_id')[e].as_py()}); an item can be picked once"))
+      del event_of, key, ordered
+
+    # Availability: every listed item must be available (a mask per block of events).
+    if has_available and not outside_any:
+      avail_values, avail_offsets = list_arrays(_rows(events.column("available"), a, b))
+      block = max(1, _MASK_BYTES // (n + 1))
+      for e0 in range(0, b - a, block):
+        e1 = min(e0 + block, b - a)
+        mask = np.zeros((e1 - e0, n + 1), dtype=bool)
+        rows = np.repeat(np.arange(e1 - e0), np.diff(avail_offsets[e0:e1 + 1]))
+        mask[rows, np.clip(avail_values[avail_offsets[e0]:avail_offsets[e1]], 0, n)] = True
+        local = np.repeat(np.arange(e1 - e0), lengths[e0:e1])
+        missing = ~mask[local, np.clip(values[offsets[e0]:offsets[e1]], 0, n)]
+        for jj in found.first("not_available", missing):
+          j = int(offsets[e0] + jj)
+          e = e0 + int(local[jj])
+          found.add("not_available", Problem(
+              "not_available", prov.file, prov.value_row(base + j, a + e),
+              prov.value_column(j - offsets[e]), label(j),
+              "item is ranked but not in the event's `available` list"))
+    base += len(values)
+  return outside_any
+
+
+def _time_problems(table: EventTable, prov: Provenance, found: _Found, chunk_events: int) -> None:
+  """Time strictly increasing within each series and non-decreasing overall, a chunk at a
+  time (each series' last time carried), into `found`."""
+  events = table.events
+  column = events.column("time")
+  if column.null_count:
+    return
+  stamps = pa.types.is_timestamp(column.type)
+  codes = last = seen = None
+  if "series" in events.column_names and events.column("series").null_count == 0:
+    encoded = _rows(events.column("series"), 0, len(table)).dictionary_encode()
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False))
+    seen = np.zeros(len(encoded.dictionary), dtype=bool)
+  previous = None  # the time of the event before the chunk
+  for a in range(0, len(table), chunk_events):
+    part = _rows(column, a, a + chunk_events)
+    t = part.cast(pa.int64()).to_numpy() if stamps else part.to_numpy(zero_copy_only=False)
+    joined = t if previous is None else np.concatenate([previous, t])
+    shift = len(joined) - len(t)  # 1 when joined starts with the event before the chunk
+    if codes is None:
+      bad = np.flatnonzero(joined[1:] <= joined[:-1]) + 1 - shift
+    else:
+      c = codes[a:a + len(t)]
+      if last is None:
+        last = np.zeros(len(seen), dtype=t.dtype)
+      order = np.lexsort((np.arange(len(t)), c))
+      same_series = c[order][1:] == c[order][:-1]
+      bad_series = order[1:][same_series & (t[order][1:] <= t[order][:-1])]
+      first = order[np.concatenate([[True], ~same_series])]  # each series' first event here
+      earlier = seen[c[first]]
+      bad_first = first[earlier][t[first[earlier]] <= last[c[first[earlier]]]]
+      final = order[np.concatenate([~same_series, [True]])]  # and its last
+      last[c[final]], seen[c[final]] = t[final], True
+      decreasing = np.flatnonzero(joined[1:] < joined[:-1]) + 1 - shift
+      bad = np.union1d(np.union1d(bad_series, bad_first), decreasing)
+    previous = t[-1:]
+    for i in found.first("time_order", np.isin(np.arange(len(t)), bad)) if len(bad) else ():
+      row = a + int(i)
+      value, before = _time_at(column, row, stamps), _time_at(column, row - 1, stamps)
+      found.add("time_order", Problem(
+          "time_order", prov.file, prov.event_row(row), prov.column("time"), str(value),
+          f"time is not after the previous event's {before if row > 0 else ''} "
+          f"(times must increase within a series)"))
+
+
+def _time_at(column: pa.ChunkedArray, i: int, stamps: bool):
+  """Event i's time as `EventTable.times()[i]` gives it (datetime64[s] or the integer)."""
+  value = _rows(column, i, i + 1).to_numpy(zero_copy_only=False)
+  return value.astype("datetime64[s]")[0] if stamps else value[0]
+
+
 def _covariate_problems(table: EventTable, name: str, prov: Provenance, limit: int | None,
-                        add) -> None:
-  """Problems of one `cov_` column: its type, list lengths and values."""
+                        chunk_events: int) -> list[Problem]:
+  """Problems of one `cov_` column: its type, then null lists, list lengths and values, each
+  check over every chunk of `chunk_events` events in turn."""
   events = table.events
   n = table.n_items
   where = prov.column(name)
@@ -255,82 +378,81 @@ def _covariate_problems(table: EventTable, name: str, prov: Provenance, limit: i
   categorical = value_type is not None and (pa.types.is_string(value_type)
                                             or pa.types.is_large_string(value_type))
   if not (numeric or categorical):
-    add(Problem("covariate_type", prov.file, None, where, str(t),
-                "covariate columns are list<double> (numeric) or list<string> (categorical); "
-                "cast the column to one of them"))
-    return
-  col = events.column(name)
-  if isinstance(col, pa.ChunkedArray):
-    col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-  m = len(col)
-  if col.null_count:
-    null_rows = np.asarray(col.is_null().to_numpy(zero_copy_only=False))
-    for i in _first(null_rows, limit):
-      add(Problem("covariate_null", prov.file, prov.event_row(i), where, None,
-                  "missing covariate list; give one value per available item"))
-    col = col.fill_null(pa.scalar([], col.type))
-  else:
-    null_rows = np.zeros(m, dtype=bool)
-  offsets = np.asarray(col.offsets, dtype=np.int64)
-  offsets = offsets - offsets[0]
-  lengths = np.diff(offsets)
-  if table.has_availability():
-    avail = events.column("available")
-    if isinstance(avail, pa.ChunkedArray):
-      avail = avail.combine_chunks() if avail.num_chunks != 1 else avail.chunk(0)
-    avail = avail.fill_null(pa.scalar([], avail.type)) if avail.null_count else avail
-    avail_ids, avail_offsets = list_arrays(avail)
-    expected = np.diff(avail_offsets)
-    what = "the event's available items"
-  else:
-    avail_ids = None
-    avail_offsets = np.arange(m + 1, dtype=np.int64) * n
-    expected = np.full(m, n, dtype=np.int64)
-    what = "the catalog's items (the table has no `available` column)"
-  wrong = (lengths != expected) & ~null_rows
-  for i in _first(wrong, limit):
-    add(Problem("covariate_length", prov.file, prov.event_row(i), where, int(lengths[i]),
-                f"{lengths[i]} covariate values for {expected[i]} items; element j belongs to "
-                f"the j-th of {what}, so give exactly {expected[i]}"))
-
-  flat = col.flatten()
-  if pa.types.is_dictionary(flat.type):
-    flat = flat.dictionary_decode()
-  if numeric:
-    x = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float64)
-    is_null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    bad = is_null | ~np.isfinite(x)
-  else:
-    is_null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(flat.fill_null("x")), "")
-                       .to_numpy(zero_copy_only=False), dtype=bool)
-    bad = is_null | empty
-  if not bad.any():
-    return
-  event_of = np.repeat(np.arange(m), lengths)
-  pos_of = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
+    return [Problem("covariate_type", prov.file, None, where, str(t),
+                    "covariate columns are list<double> (numeric) or list<string> (categorical); "
+                    "cast the column to one of them")]
+  column = events.column(name)
   labels = np.asarray(table.catalog.labels, dtype=object)
-  for j in _first(bad, limit):
-    e, pos = int(event_of[j]), int(pos_of[j])
-    aligned = not wrong[e]
-    entry = int(avail_offsets[e] + pos)
-    row = int(prov.covariate_rows[entry]) if aligned and prov.covariate_rows is not None \
-        else prov.event_row(e)
-    if aligned:
-      item = int(avail_ids[entry]) if avail_ids is not None else pos
-      whose = f" of item {labels[item]!r}" if 0 <= item < n else ""
+  has_available = table.has_availability()
+  what = ("the event's available items" if has_available else
+          "the catalog's items (the table has no `available` column)")
+  found = _Found(limit)
+  entries = 0  # flat index (of the whole `available` lists) of the chunk's first entry
+  for a in range(0, len(table), chunk_events):
+    col = _rows(column, a, a + chunk_events)
+    c = len(col)
+    if col.null_count:
+      null_rows = np.asarray(col.is_null().to_numpy(zero_copy_only=False))
+      for i in found.first("null", null_rows):
+        found.add("null", Problem("covariate_null", prov.file, prov.event_row(a + i), where, None,
+                                  "missing covariate list; give one value per available item"))
+      col = col.fill_null(pa.scalar([], col.type))
     else:
-      whose = f" at position {pos}"
+      null_rows = np.zeros(c, dtype=bool)
+    offsets = np.asarray(col.offsets, dtype=np.int64)
+    offsets = offsets - offsets[0]
+    lengths = np.diff(offsets)
+    if has_available:
+      avail = _rows(events.column("available"), a, a + chunk_events)
+      avail = avail.fill_null(pa.scalar([], avail.type)) if avail.null_count else avail
+      avail_ids, avail_offsets = list_arrays(avail)
+      expected = np.diff(avail_offsets)
+    else:
+      avail_ids = None
+      avail_offsets = np.arange(c + 1, dtype=np.int64) * n
+      expected = np.full(c, n, dtype=np.int64)
+    wrong = (lengths != expected) & ~null_rows
+    for i in found.first("length", wrong):
+      found.add("length", Problem(
+          "covariate_length", prov.file, prov.event_row(a + i), where, int(lengths[i]),
+          f"{lengths[i]} covariate values for {expected[i]} items; element j belongs to "
+          f"the j-th of {what}, so give exactly {expected[i]}"))
+
+    flat = col.flatten()
+    if pa.types.is_dictionary(flat.type):
+      flat = flat.dictionary_decode()
+    is_null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if numeric:
-      value = None if is_null[j] else float(x[j])
-      message = (f"missing covariate value{whose}" if is_null[j] else
-                 f"covariate value{whose} is not finite (NaN or inf)")
-      fix = "; numeric covariates need a finite number for every available item"
+      x = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float64)
+      bad = is_null | ~np.isfinite(x)
     else:
-      value = None if is_null[j] else flat[j].as_py()
-      message = f"{'missing' if is_null[j] else 'empty'} covariate label{whose}"
-      fix = "; categorical covariates need a non-empty label for every available item"
-    add(Problem("covariate_value", prov.file, row, where, value, message + fix))
+      empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(flat.fill_null("x")), "")
+                         .to_numpy(zero_copy_only=False), dtype=bool)
+      bad = is_null | empty
+    for j in found.first("value", bad) if bad.any() else ():
+      e = _event_at(offsets, j)
+      pos = int(j - offsets[e])
+      aligned = not wrong[e]
+      entry = int(avail_offsets[e] + pos)
+      row = int(prov.covariate_rows[entries + entry]) if aligned and prov.covariate_rows is not None \
+          else prov.event_row(a + e)
+      if aligned:
+        item = int(avail_ids[entry]) if avail_ids is not None else pos
+        whose = f" of item {labels[item]!r}" if 0 <= item < n else ""
+      else:
+        whose = f" at position {pos}"
+      if numeric:
+        value = None if is_null[j] else float(x[j])
+        message = (f"missing covariate value{whose}" if is_null[j] else
+                   f"covariate value{whose} is not finite (NaN or inf)")
+        fix = "; numeric covariates need a finite number for every available item"
+      else:
+        value = None if is_null[j] else flat[int(j)].as_py()
+        message = f"{'missing' if is_null[j] else 'empty'} covariate label{whose}"
+        fix = "; categorical covariates need a non-empty label for every available item"
+      found.add("value", Problem("covariate_value", prov.file, row, where, value, message + fix))
+    entries += int(avail_offsets[-1])
+  return found.take("null") + found.take("length") + found.take("value")
 
 
 def raise_problems(problems: list[Problem], on_invalid: str) -> None:

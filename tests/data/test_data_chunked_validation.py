@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from luce import data as ld
@@ -213,6 +214,27 @@ def test_read_of_a_bad_parquet_names_the_same_rows(tmp_path, golden):
         ld.read(f"events:{path}", on_invalid=on_invalid)
       expected = golden[name]["raised"][on_invalid].replace("<table>", f"{name}.parquet")
       assert str(e.value) == expected
+
+
+def test_unreadable_parquet_keeps_arrows_message(tmp_path):
+  # Files are read a row group at a time; one that cannot be opened says what it said before.
+  path = tmp_path / "t.parquet"
+  ld.write(_cases()["valid"][0], path)
+  path.write_bytes(path.read_bytes()[:-100])
+  with pytest.raises(DataError) as e:
+    ld.read(f"events:{path}")
+  assert str(e.value) == (
+      f"{path}: not a readable Parquet file (ArrowInvalid: Could not open Parquet input source "
+      f"'{path}': Parquet magic bytes not found in footer. Either the file is corrupted or this is "
+      f"not a parquet file.). Is it truncated? Rewrite it with luce.data.write.")
+
+
+def test_read_row_groups_equals_read_table(tmp_path):
+  path = tmp_path / "t.parquet"
+  table = _cases()["valid"][0]
+  pq.write_table(table.events, path, row_group_size=5)
+  assert pq.ParquetFile(path).num_row_groups == 5
+  assert _table._read_row_groups(str(path)).equals(pq.read_table(path), check_metadata=True)
 
 
 def test_chunk_events_must_be_positive():
