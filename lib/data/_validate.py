@@ -274,8 +274,11 @@ def _item_problems(table: EventTable, prov: Provenance, k: int | None, found: _F
     # Duplicates within an event: (event, id) keys equal to a neighbour once sorted. A plain
     # sort finds whether there are any; the stable argsort names them in the whole-table order.
     if len(values):
-      event_of = np.repeat(np.arange(b - a, dtype=np.int64), lengths)
-      key = event_of * (n + 2) + np.clip(values, -1, n)
+      # int32 keys where a chunk's fit (they sort faster; the order is the same).
+      narrow = (b - a) * (n + 2) < 2**31 and values.dtype.kind == "i" and values.dtype.itemsize <= 4
+      key_type = np.int32 if narrow else np.int64
+      event_of = np.repeat(np.arange(b - a, dtype=key_type), lengths)
+      key = event_of * key_type(n + 2) + np.clip(values, -1, n).astype(key_type, copy=False)
       ordered = np.sort(key)
       if (ordered[1:] == ordered[:-1]).any():
         order = np.argsort(key, kind="stable")
