@@ -114,8 +114,8 @@ def test_resume_gives_the_same_predictions(table_path, tmp_path, monkeypatch):
   from luce.train import Checkpoints
   save = Checkpoints.save
 
-  def dying(self, manager, step, state, meta):
-    save(self, manager, step, state, meta)
+  def dying(self, manager, step, state, meta, *rest):
+    save(self, manager, step, state, meta, *rest)
     if step == 4:
       raise KeyboardInterrupt
 
