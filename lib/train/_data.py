@@ -126,7 +126,7 @@ def prepare(config, *, fit_until: int | None = None, loaded: tuple | None = None
 
   With `data.pipeline = "store"` the features go to the feature store in
   `data.store_dir` (else `store_dir`, which luce-train sets to WORKDIR/features;
-  built or reused, `say` tells which) and the split arrays are `StoreColumn`s
+  built or reused, `say` tells which) and the split arrays are `StoreColumn` objects
   that read their rows from it.
   """
   table, oracle = loaded if loaded is not None else load_table(config.data)
