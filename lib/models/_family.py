@@ -168,11 +168,13 @@ class PLFamily:
 
   `negatives`: 0 trains on the exact likelihood over every entrant; M > 0
   trains on the sampled likelihood of each event's chosen items and M
-  negatives drawn uniformly from its unchosen available items, with the
-  log(|U| / M) correction (`luce.models.sampled_batch`: consistent, exact
-  when M >= |U|). Needs the "mlp" encoder (the only one whose item scores do
-  not depend on the event's other items) and the entrant block, with M below
-  its width. `nll`, `scores` and `sample` stay exact.
+  negatives drawn from its unchosen available items, uniformly (`proposal`
+  None: the log(|U| / M) correction) or by PL sampling from the weights
+  `proposal` float[n] (the log-q correction), `luce.models.sampled_batch`:
+  consistent, exact when M >= |U|. Needs the "mlp" encoder (the only one
+  whose item scores do not depend on the event's other items) and the
+  entrant block, with M below its width. `nll`, `scores` and `sample` stay
+  exact.
   """
   name = "pl"
   nll_kind = "exact"
@@ -181,13 +183,14 @@ class PLFamily:
                     "-inf for unavailable items")
 
   def __init__(self, model_config, *, n_items: int, kind: str, k: int, item_names: Sequence[str],
-               width: int | None = None, negatives: int = 0):
+               width: int | None = None, negatives: int = 0, proposal=None):
     m = model_config
     self.kind, self.k, self.n_items = kind, k, n_items
     if width is not None and m.encoder == "transformer":
       width = None  # its time tokens are vectors over the whole catalog
     self.width = width
     self.negatives = int(negatives)
+    self.proposal = None if proposal is None else np.asarray(proposal, np.float64)
     if self.negatives:
       check_negatives(self.negatives, m.encoder, width, n_items)
     self.model = PLScorer(n_items=n_items, encoder=m.encoder, hidden=m.hidden, depth=m.depth,
@@ -212,7 +215,7 @@ class PLFamily:
     the chosen items and sampled negatives (`sampled_batch`) drawn from `key`."""
     if not self.negatives:
       return self.take(arrays, rows)
-    return sampled_batch(arrays, rows, self.negatives, key)
+    return sampled_batch(arrays, rows, self.negatives, key, self.proposal)
 
   def loss(self, scores, batch):
     """float32[B]: the event's PL NLL in nats over the batch's layout: exact, or

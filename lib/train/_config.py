@@ -24,6 +24,8 @@ from luce.models import ENCODERS, PLFamily
 FAMILIES = {"pl": PLFamily, "diffusion": DiffusionFamily}
 # Where training batches come from (`data.pipeline`).
 PIPELINES = ("memory", "store")
+# How sampled negatives are drawn (`model.negative_proposal`, luce.models.sampled_batch).
+NEGATIVE_PROPOSALS = ("uniform", "popularity")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -81,8 +83,12 @@ def base_config() -> ml_collections.ConfigDict:
   # likelihood over every entrant; M > 0 on each event's chosen items plus M negatives drawn
   # uniformly from its unchosen available items, the sum over the unchosen estimated with the
   # log(|U|/M) correction (luce.models.sampled_batch: consistent, exact when M >= |U|).
-  # PL family, "mlp" encoder and entrants only; evaluation stays exact.
+  # PL family, "mlp" encoder and entrants only; evaluation stays exact. negative_proposal:
+  # "uniform", or "popularity" (drawn by PL sampling from q_i = 1 + the times item i was
+  # listed in the training split, with the log-q correction; lower variance when a few
+  # items take most of the weight).
   c.model.negatives = 0
+  c.model.negative_proposal = "uniform"
   # The diffusion denoiser: how the visible items are mixed ("deepsets" or
   # "transformer") and its depth.
   c.model.mixer = "deepsets"
@@ -213,6 +219,8 @@ def _check_model(m, where: str = "") -> None:
   need(0 <= m.dropout < 1, f"model.dropout={m.dropout} must be in [0, 1).")
   need(m.negatives >= 0, f"model.negatives={m.negatives} must be >= 0 (0: the exact likelihood "
        "over every entrant).")
+  need(m.negative_proposal in NEGATIVE_PROPOSALS, f"model.negative_proposal={m.negative_proposal!r}; "
+       f"valid: {', '.join(NEGATIVE_PROPOSALS)}.")
   if m.negatives:
     need(m.family == "pl", f"model.negatives={m.negatives} samples the PL likelihood's unchosen "
          f"items; model.family={m.family!r} cannot: the diffusion denoiser's loss is a softmax over "

@@ -58,8 +58,17 @@ def _one_family(model_config, prepared: Prepared):
   if make is PLFamily and model_config.entrants:
     extra["width"] = prepared.max_available
     extra["negatives"] = model_config.negatives
+    if model_config.negatives and model_config.negative_proposal == "popularity":
+      extra["proposal"] = popularity(prepared.arrays["train"]["items"], prepared.n_items)
   return make(model_config, n_items=prepared.n_items, kind=prepared.kind, k=prepared.k,
               item_names=prepared.item_names, **extra)
+
+
+def popularity(items, n_items: int) -> np.ndarray:
+  """float64[n]: 1 + the times each item is listed in `items` (int[m, k], -1 padded): the
+  proposal of `model.negative_proposal = "popularity"`, from the training split only."""
+  items = np.asarray(items)
+  return 1.0 + np.bincount(items[items >= 0], minlength=n_items)[:n_items].astype(np.float64)
 
 
 # ---- batches ------------------------------------------------------------------------------------
