@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import luce.models._family
 import luce.train
 from luce.errors import ConfigError, DataError, ShapeError
 from luce.losses import event_nll
@@ -306,3 +307,18 @@ def test_large_catalog_config():
   config = luce.train.checked_config(large_catalog.get_config())
   assert "n_items=10000" in config.data.source and config.model.negatives == 64
   assert "static" not in config.baselines.names   # fit_pl stops at 8,192 items
+
+
+def test_store_pipeline_trains_with_negatives(tmp_path, monkeypatch):
+  """The Grain batches of the feature store get their negatives the same way."""
+  calls = []
+
+  def counted(arrays, rows, count, key, proposal=None):
+    calls.append((len(rows), key))
+    return sampled_batch(arrays, rows, count, key, proposal)
+  monkeypatch.setattr(luce.models._family, "sampled_batch", counted)
+  config = _config(24, n_events=300, steps=10)
+  config["data"]["pipeline"] = "store"
+  result = luce.train.train_and_evaluate(config, tmp_path)
+  assert result["step"] == 10 and np.isfinite(result["valid"]["model"]["nll_per_event"])
+  assert [key[1] for _, key in calls] == list(range(10)) and {n for n, _ in calls} == {32}
