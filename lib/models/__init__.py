@@ -22,9 +22,9 @@ It scores each event's available items only, gathered into a padded
     ([[0, 2, 4]], [[2, 0]], [0.0, 6.0, 12.0])
 
 For wide events (a catalog of 10,000 items) `PLFamily(..., negatives=M)` trains
-on each event's chosen items plus M negatives drawn from its unchosen items
-(`sampled_batch`: the sampled PL likelihood with the log(|U|/M) correction,
-exact when M >= |U|); evaluation stays exact.
+on each event's chosen items plus M negatives drawn from its unchosen items,
+uniformly or by a proposal q (`sampled_batch`: the sampled PL likelihood with
+the log(|U|/M) or log-q correction, exact when M >= |U|); evaluation stays exact.
 """
 
 from luce.models._sequence import DiagonalSSM, GRUStack, S5Stack, history_sequence, ssm_discretise
