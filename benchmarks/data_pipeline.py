@@ -20,7 +20,9 @@ Reports wall times and peak resident memory: ru_maxrss of the measuring
 process (`peak_rss_gib`), of its largest worker process, and the largest sum
 over the process and its workers sampled every 0.2 s (`peak_tree_rss_gib`).
 The last line is one JSON object with `total_s` and `peak_rss_gib` (of the
-store run).
+store run). The floor of the store's writes: `store_write_floor_s`, the store's
+bytes over the disk's write bandwidth (`disk_write_gib_s`: `--probe_gib` GiB
+written to the same folder and fsynced, before the runs; 0 skips it).
 """
 
 import argparse
@@ -136,6 +138,23 @@ def measure_store(path: str, folder: str, args) -> dict:
   return result
 
 
+def probe_disk(folder: str, gib: float) -> float:
+  """GiB/s of a buffered write of `gib` GiB to `folder`, fsync included (the page cache does
+  not hide the disk)."""
+  block = np.ones(1 << 24, dtype=np.uint8)  # 16 MiB
+  path = os.path.join(folder, "probe.bin")
+  t0 = time.perf_counter()
+  with open(path, "wb") as f:
+    for _ in range(max(1, int(gib * 64))):
+      f.write(block)
+    f.flush()
+    os.fsync(f.fileno())
+  seconds = time.perf_counter() - t0
+  written = os.path.getsize(path) / 2**30
+  os.remove(path)
+  return written / seconds
+
+
 def _flag(text: str) -> bool:
   return text.lower() in ("1", "true", "yes")
 
@@ -153,6 +172,8 @@ def main():
   parser.add_argument("--peer", type=_flag, default=None,
                       help="run the in-memory peer (default: up to 2,000,000 events)")
   parser.add_argument("--tmp", default=None, help="folder for the table and the store")
+  parser.add_argument("--probe_gib", type=float, default=1.0,
+                      help="GiB written (and fsynced) to measure the disk's write bandwidth; 0 skips")
   parser.add_argument("--generate", help=argparse.SUPPRESS)
   parser.add_argument("--measure", help=argparse.SUPPRESS)
   parser.add_argument("--measure_store", help=argparse.SUPPRESS)
@@ -167,9 +188,11 @@ def main():
     path, folder = args.measure_store.split(",")
     print(json.dumps(measure_store(path, folder, args)))
     return
+  load_before = os.getloadavg()[0]
   peer = args.peer if args.peer is not None else args.events <= 2_000_000
   with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
     path = os.path.join(tmp, "events.parquet")
+    disk = probe_disk(tmp, args.probe_gib) if args.probe_gib > 0 else None
     t0 = time.perf_counter()
     # In its own process: a child's ru_maxrss starts from its parent's size at fork.
     subprocess.run([sys.executable, __file__, f"--generate={path}", f"--events={args.events}",
@@ -185,9 +208,13 @@ def main():
     out = subprocess.run([sys.executable, __file__, f"--measure_store={path},{tmp}/store", *forwarded],
                          check=True, capture_output=True, text=True)
     result.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    if disk:
+      result.update({"disk_write_gib_s": round(disk, 2),
+                     "store_write_floor_s": round(result["store_gib"] / disk, 2)})
     result.update({"generate_s": round(gen_s, 2), "parquet_mib": round(os.path.getsize(path) / 2**20, 1),
                    "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
-                   "date": time.strftime("%Y-%m-%d"), "load": os.getloadavg()[0]})
+                   "date": time.strftime("%Y-%m-%d"), "load_before": load_before,
+                   "load": os.getloadavg()[0]})
   print(json.dumps(result))
 
 
