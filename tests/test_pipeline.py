@@ -3,6 +3,12 @@ against the in-memory arrays, determinism from the seed, resuming from a saved s
 worker processes, per-process shares, and the config fields that choose it. Kill/resume
 through it is in tests/test_train.py."""
 
+import json
+import os
+import socket
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -151,3 +157,51 @@ def test_pipeline_config_fields_are_checked():
   assert incompatible_changes(a, moved) == []
   assert incompatible_changes(a, {**a, "data.store_dtype": "float16"}) == [
       "data.store_dtype: 'bfloat16' -> 'float16'"]
+
+
+_TWO_PROCESS_READER = r'''
+import json, sys
+import jax
+import numpy as np
+import luce.data
+port, pid, store_dir, out = sys.argv[1:5]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                           process_id=int(pid), initialization_timeout=60)
+store = luce.data.FeatureStore(store_dir)
+rows_of = luce.data.FeatureRows(store)
+train = range(97)
+# as luce-train makes its stream: this process's index and count come from jax.distributed
+stream = luce.data.StoreBatches(luce.data.store_dataset(
+    rows_of, train, 8 // jax.process_count(), seed=0, process_index=jax.process_index(),
+    process_count=jax.process_count()))
+share = luce.data.process_rows(train, jax.process_index(), jax.process_count())
+index = np.concatenate([stream.next()[0]["index"] for _ in range(-(-len(share) // 4))])
+epoch = index[:len(share)].tolist()
+with open(out, "w") as f:
+  json.dump({"process": jax.process_index(), "count": jax.process_count(), "rows": epoch,
+             "shards": sorted(set(store.shard_of(np.asarray(epoch)).tolist()))}, f)
+jax.distributed.shutdown()
+'''
+
+
+def test_two_real_processes_read_disjoint_shares(tmp_path):
+  """Two processes joined by jax.distributed (the multi-host setup luce-train runs
+  under) each read their own share of one store: disjoint, and together every event."""
+  table = luce.data.read("synthetic:ranking?n_items=9&k=3&n_events=300&seed=2")
+  luce.data.build_store(table, tmp_path / "store", dtype="float32", chunk_events=25)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS_READER, str(port), str(p),
+                             str(tmp_path / "store"), str(tmp_path / f"p{p}.json")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for p in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err[-3000:]
+  got = [json.loads((tmp_path / f"p{p}.json").read_text()) for p in range(2)]
+  assert [g["process"] for g in got] == [0, 1] and {g["count"] for g in got} == {2}
+  a, b = set(got[0]["rows"]), set(got[1]["rows"])
+  assert len(a) == 49 and len(b) == 48 and not a & b and a | b == set(range(97))
+  assert len(set(got[0]["shards"]) & set(got[1]["shards"])) <= 1
