@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 import socket
+import re
 import subprocess
 import sys
 import tempfile
@@ -196,9 +197,19 @@ def test_bad_arguments_and_a_missing_ray_are_named(tmp_path, monkeypatch):
     luce.data.build_store_distributed(table, tmp_path / "s", dtype="int8")
   with pytest.raises(ConfigError, match=r"chunk_events=0 must be >= 1"):
     luce.data.build_store_distributed(table, tmp_path / "s", chunk_events=0)
-  monkeypatch.setitem(sys.modules, "ray", None)                   # `import ray` fails
-  with pytest.raises(ConfigError, match=r"needs Ray .*pip install 'luce\[distributed\]'"):
-    luce.data.build_store_distributed(table, tmp_path / "s")
+  # `import ray` failing, in a fresh process: hiding the module inside this one, where the
+  # module's Ray runtime may be running, can bring down the process (a Ray thread imports).
+  code = ("import sys; sys.modules['ray'] = None\n"
+          "import luce.data\n"
+          "from luce.errors import ConfigError\n"
+          "t = luce.data.read('synthetic:ranking?n_items=6&k=2&n_events=30&seed=0')\n"
+          "try:\n"
+          f"  luce.data.build_store_distributed(t, {str(tmp_path / 's')!r})\n"
+          "except ConfigError as e:\n"
+          "  print(e)\n")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert re.search(r"needs Ray .*pip install 'luce\[distributed\]'", done.stdout), done.stdout
 
 
 def test_importing_luce_data_leaves_ray_unimported():
