@@ -39,7 +39,6 @@ import ctypes
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -58,10 +57,7 @@ class NativeKernelWarning(UserWarning):
 
 def compiler():
   """Path of the C++ compiler ($CXX, g++, c++), or None."""
-  for name in (os.environ.get("CXX"), "g++", "c++"):
-    if name and shutil.which(name):
-      return shutil.which(name)
-  return None
+  return _isa.find_compiler()
 
 
 def cpu_flags() -> str:
@@ -89,11 +85,6 @@ def flags():
   # LUCE_NATIVE_CXXFLAGS comes last, so e.g. -march=x86-64-v3 overrides -march=native
   # (a cache shared by machines of different CPUs).
   return FLAGS + os.environ.get("LUCE_NATIVE_CXXFLAGS", "").split()
-
-
-def disabled() -> bool:
-  """Whether LUCE_NATIVE turns the native kernels off."""
-  return mode() == "off"
 
 
 # Headers shared by the kernels (kernels/cpu/*.h), on every build's include
