@@ -14,6 +14,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import jax
 import pytest
@@ -70,6 +71,25 @@ def test_kernel_list_matches_the_ops():
   # setup.py builds _isa.KERNELS; each op's loader must name the same source.
   sources = {op: str(KERNELS_DIR / rel) for op, rel in _isa.KERNELS}
   assert sources == {"pl_nll": pl_nll_cpu._library.source, "topk_sample": topk_cpu._library.source}
+
+
+def test_wheels_build_against_the_oldest_supported_jaxlib():
+  # The prebuilt libraries load under any jaxlib whose FFI API minor is at
+  # least the one they were built with, so the build must use the floor the
+  # package allows, exactly: an open ">=" let `python -m build` pick the newest
+  # jaxlib of the index (FFI 0.5), and the wheel then refused the jaxlib that
+  # pip installed beside it (FFI 0.3).
+  root = pathlib.Path(__file__).resolve().parents[1]
+  with open(root / "pyproject.toml", "rb") as f:
+    project = tomllib.load(f)
+  build = [r for r in project["build-system"]["requires"] if r.startswith("jaxlib")]
+  floors = [r for r in project["project"]["dependencies"] if r.startswith("jaxlib")]
+  pins = [l.strip() for l in (root / "requirements.txt").read_text().splitlines()
+          if l.startswith("jaxlib")]
+  assert len(build) == len(floors) == len(pins) == 1
+  version = pins[0].split("==")[1]
+  assert build[0] == f"jaxlib=={version}", build
+  assert floors[0].split(";")[0].strip() == f"jaxlib>={version}", floors
 
 
 def test_bad_settings_are_named(monkeypatch):
